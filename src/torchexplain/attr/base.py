@@ -1,0 +1,88 @@
+"""What every attribution method shares: the public-boundary checks and the
+convergence delta."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from torch import Tensor
+
+from ..core.batching import check_chunk_size
+from ..core.forward import ForwardAdapter
+from ..core.gradients import forward_scalars
+from ..core.hooks import model_guard
+from ..core.inputs import as_tuple, format_baselines, validate_inputs
+
+
+def take(t: Tensor, index: Tensor) -> Tensor:
+    """Rows ``index`` of ``t``; ``t`` itself when ``index`` is all rows in order."""
+    if index.numel() == t.shape[0] and (t.shape[0] == 0 or (int(index[0]) == 0 and bool((index.diff() == 1).all()))):
+        return t
+    return t.index_select(0, index.to(t.device))
+
+
+def row_sums(attributions: Sequence[Tensor]) -> Tensor:
+    """Sum of every attribution value of each example, over all input tensors."""
+    return sum(a.reshape(a.shape[0], -1).sum(1) for a in attributions)
+
+
+class Attribution:
+    """Base of every attribution method: ``Method(forward_func).attribute(inputs, ...)``.
+
+    ``output_selector`` (beyond Captum) picks the explained tensor when the model
+    returns a tuple or dict: an index, a key, or a callable.
+    """
+
+    def __init__(self, forward_func, output_selector=None):
+        if not callable(forward_func):
+            raise TypeError(f"forward_func must be callable (an nn.Module or function); got {type(forward_func).__name__}")
+        self.forward_func = forward_func
+        self.output_selector = output_selector
+
+    def has_convergence_delta(self) -> bool:
+        return False
+
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        return False
+
+    def _prepare(self, inputs, target=None, additional_forward_args=None, forward_kwargs=None, *, floating=True):
+        """Validate the public arguments; returns (inputs tuple, is_tuple, adapter)."""
+        inputs, is_tuple = as_tuple(inputs)
+        n = validate_inputs(inputs, floating=floating)
+        adapter = ForwardAdapter(
+            self.forward_func, n, target, additional_forward_args, forward_kwargs, self.output_selector
+        )
+        return inputs, is_tuple, adapter
+
+    def _guard(self):
+        """The model is borrowed: flags, buffers, hooks and grads are restored on exit."""
+        return model_guard(self.forward_func)
+
+    @staticmethod
+    def _chunk(value, name: str = "internal_batch_size"):
+        return check_chunk_size(value, name)
+
+    @staticmethod
+    def _gap(adapter: ForwardAdapter, starts, ends) -> Tensor:
+        """F(end) - F(start), per example."""
+        f_end = forward_scalars(adapter, ends)
+        return f_end - forward_scalars(adapter, tuple(s.expand_as(e) for s, e in zip(starts, ends)))
+
+    def _delta(self, adapter: ForwardAdapter, attributions, starts, ends) -> Tensor:
+        """Convergence delta: sum(attributions) - (F(end) - F(start)), per example."""
+        return row_sums(attributions) - self._gap(adapter, starts, ends)
+
+    def compute_convergence_delta(
+        self, attributions, start_point, end_point, target=None, additional_forward_args=None
+    ) -> Tensor:
+        """Captum's convergence delta for any attributions, start and end points."""
+        attributions, _ = as_tuple(attributions, "attributions")
+        ends, _ = as_tuple(end_point, "end_point")
+        starts = format_baselines(start_point, ends)
+        adapter = ForwardAdapter(
+            self.forward_func, ends[0].shape[0], target, additional_forward_args, None, self.output_selector
+        )
+        with self._guard():
+            return self._delta(adapter, attributions, starts, ends)
+

@@ -1,0 +1,77 @@
+"""One-pass gradient methods: Saliency, InputXGradient, GuidedBackprop, Deconvolution."""
+
+from __future__ import annotations
+
+import torch
+
+from ..core.gradients import row_gradients
+from ..core.hooks import FunctionRules
+from ..core.inputs import format_output
+from ..core.rules import DeconvReLU, GuidedReLU
+from .base import Attribution, take
+
+
+class _OnePass(Attribution):
+    """Gradient of the target at the inputs, optionally under backward rules."""
+
+    rule = None
+
+    def _gradients(self, inputs, adapter, internal_batch_size="auto"):
+        grads = [torch.empty_like(x) for x in inputs]
+
+        def build(rows, examples):
+            return tuple(take(x, examples) for x in inputs)
+
+        def consume(rows, examples, chunk_grads, scalars):
+            for total, g in zip(grads, chunk_grads):
+                total[rows] = g
+
+        context = (lambda: FunctionRules(self.rule)) if self.rule is not None else None
+        row_gradients(adapter, adapter.n, build, consume, internal_batch_size=internal_batch_size, context=context)
+        return grads
+
+    def attribute(self, inputs, target=None, additional_forward_args=None, forward_kwargs=None):
+        inputs, is_tuple, adapter = self._prepare(inputs, target, additional_forward_args, forward_kwargs)
+        with self._guard():
+            grads = self._gradients(inputs, adapter)
+        return format_output(is_tuple, self._combine(inputs, grads))
+
+    def _combine(self, inputs, grads):
+        return grads
+
+
+class Saliency(_OnePass):
+    """Gradient of the target with respect to the inputs (Simonyan et al. 2013);
+    its absolute value when ``abs=True`` (Captum's default)."""
+
+    def attribute(self, inputs, target=None, abs=True, additional_forward_args=None, forward_kwargs=None):
+        inputs, is_tuple, adapter = self._prepare(inputs, target, additional_forward_args, forward_kwargs)
+        with self._guard():
+            grads = self._gradients(inputs, adapter)
+        return format_output(is_tuple, [g.abs() if abs else g for g in grads])
+
+
+class InputXGradient(_OnePass):
+    """Input times the gradient of the target with respect to it."""
+
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        return True
+
+    def _combine(self, inputs, grads):
+        return [x * g for x, g in zip(inputs, grads)]
+
+
+class GuidedBackprop(_OnePass):
+    """Guided backpropagation (Springenberg et al. 2015): only positive gradients pass
+    back through ReLUs, and only where the ReLU was active. Applies to every ReLU the
+    model computes, whether a module, functional, in-place or reused."""
+
+    rule = GuidedReLU()
+
+
+class Deconvolution(_OnePass):
+    """Deconvolution (Zeiler & Fergus 2014): ReLUs pass back positive gradients,
+    whatever their input."""
+
+    rule = DeconvReLU()

@@ -1,0 +1,109 @@
+"""Integrated Gradients (Sundararajan et al. 2017)."""
+
+from __future__ import annotations
+
+import numbers
+
+import torch
+
+from ..core.gradients import row_gradients
+from ..core.inputs import format_baselines, format_output
+from .approximation import approximation_parameters
+from .base import Attribution, row_sums, take
+
+
+class IntegratedGradients(Attribution):
+    """Integrated Gradients: ``(x - x0) * integral of dF/dx along x0 -> x``.
+
+    Every (step, example) row goes through the chunked evaluator, so memory stays
+    within ``torchexplain.config.memory_budget`` whatever ``n_steps`` is.
+    ``n_steps="auto"`` doubles the steps from 16 until the relative convergence delta
+    ``|delta| / |F(x) - F(x0)|`` of every example is below ``tol`` (or ``max_steps``);
+    the steps used are kept in ``self.n_steps_used`` and on the returned delta as
+    ``delta.n_steps``.
+    """
+
+    def __init__(self, forward_func, multiply_by_inputs: bool = True, output_selector=None):
+        super().__init__(forward_func, output_selector)
+        self._multiply_by_inputs = multiply_by_inputs
+        self.n_steps_used: int | None = None
+
+    def has_convergence_delta(self) -> bool:
+        return True
+
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        return self._multiply_by_inputs
+
+    def attribute(
+        self,
+        inputs,
+        baselines=None,
+        target=None,
+        additional_forward_args=None,
+        n_steps=50,
+        method: str = "gausslegendre",
+        internal_batch_size="auto",
+        return_convergence_delta: bool = False,
+        forward_kwargs=None,
+        tol: float = 0.01,
+        max_steps: int = 1024,
+    ):
+        inputs, is_tuple, adapter = self._prepare(inputs, target, additional_forward_args, forward_kwargs)
+        baselines = format_baselines(baselines, inputs)
+        chunk = self._chunk(internal_batch_size)
+        auto = n_steps == "auto"
+        if not auto and (isinstance(n_steps, bool) or not isinstance(n_steps, numbers.Integral) or n_steps < 1):
+            raise ValueError(f'n_steps must be a positive int or "auto"; got {n_steps!r}')
+        if auto and not (tol > 0):
+            raise ValueError(f"tol must be positive; got {tol!r}")
+        with self._guard():
+            if not auto:
+                attributions = self._integrate(inputs, baselines, adapter, int(n_steps), method, chunk)
+                self.n_steps_used = int(n_steps)
+                delta = self._delta(adapter, attributions, baselines, inputs) if return_convergence_delta else None
+            else:
+                attributions, delta = self._integrate_auto(inputs, baselines, adapter, method, chunk, tol, max_steps)
+        result = format_output(is_tuple, attributions)
+        return (result, delta) if return_convergence_delta else result
+
+    def _integrate_auto(self, inputs, baselines, adapter, method, chunk, tol, max_steps):
+        n_steps = 16
+        gap = self._gap(adapter, baselines, inputs)
+        while True:
+            attributions = self._integrate(inputs, baselines, adapter, n_steps, method, chunk)
+            delta = row_sums(attributions) - gap
+            relative = delta.abs() / gap.abs().clamp_min(1e-12)
+            if bool((relative < tol).all()) or n_steps * 2 > max_steps:
+                break
+            n_steps *= 2
+        self.n_steps_used = n_steps
+        delta.n_steps = n_steps
+        return attributions, delta
+
+    def _integrate(self, inputs, baselines, adapter, n_steps, method, chunk):
+        step_sizes, alphas = approximation_parameters(method, n_steps)
+        n = adapter.n
+        dtype = inputs[0].dtype
+        alphas_t = torch.tensor(alphas, dtype=dtype)
+        sizes_t = torch.tensor(step_sizes, dtype=dtype)
+        totals = [torch.zeros_like(x) for x in inputs]
+
+        def column(values, rows, like):
+            return values[rows // n].to(like.device).view((-1,) + (1,) * (like.dim() - 1))
+
+        def build(rows, examples):
+            out = []
+            for x, b in zip(inputs, baselines):
+                xs, bs = take(x, examples), take(b, examples)
+                out.append(bs + column(alphas_t, rows, xs) * (xs - bs))
+            return out
+
+        def consume(rows, examples, grads, scalars):
+            for total, g in zip(totals, grads):
+                total.index_add_(0, examples.to(g.device), g * column(sizes_t, rows, g))
+
+        row_gradients(adapter, n_steps * n, build, consume, internal_batch_size=chunk)
+        if self._multiply_by_inputs:
+            return [t * (x - b) for t, x, b in zip(totals, inputs, baselines)]
+        return totals

@@ -1,0 +1,106 @@
+"""The one chunked evaluator.
+
+Methods describe their work as rows (examples x steps, noise samples, baseline
+samples...) and a ``run(start, stop)`` that evaluates a contiguous block of rows. This
+module decides the blocks: an ``int`` chunk size behaves as Captum's
+``internal_batch_size``; ``"auto"`` evaluates a small first block while measuring the
+memory that autograd saves for it, then sizes the remaining blocks to fit
+``torchexplain.config.memory_budget``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Callable
+
+import torch
+
+from .. import config
+
+AUTO = "auto"
+
+
+def check_chunk_size(value, name: str = "internal_batch_size"):
+    """Validate an ``int >= 1``, ``None`` (everything at once) or ``"auto"``."""
+    if value is None or value == AUTO:
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f'{name} must be "auto", None or a positive int; got {value!r}')
+    return int(value)
+
+
+class _SavedBytes:
+    """Counts the bytes autograd saves for backward inside the block."""
+
+    def __init__(self):
+        self.total = 0
+        self._seen: set[int] = set()
+
+    def pack(self, t):
+        try:
+            key = t.untyped_storage().data_ptr()
+        except (RuntimeError, NotImplementedError):
+            key = id(t)
+        if key not in self._seen:
+            self._seen.add(key)
+            self.total += t.numel() * t.element_size()
+        return t
+
+    def __enter__(self):
+        self._ctx = torch.autograd.graph.saved_tensors_hooks(self.pack, lambda t: t)
+        self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._ctx.__exit__(*exc)
+
+
+def _even_blocks(start: int, stop: int, max_size: int):
+    remaining = stop - start
+    if remaining <= 0:
+        return
+    n_blocks = math.ceil(remaining / max(1, max_size))
+    size = math.ceil(remaining / n_blocks)
+    for a in range(start, stop, size):
+        yield a, min(a + size, stop)
+
+
+def evaluate_rows(
+    n_rows: int,
+    run: Callable[[int, int], None],
+    chunk_size="auto",
+    *,
+    stats: dict | None = None,
+    probe_rows: int = 1,
+) -> None:
+    """Call ``run(start, stop)`` over consecutive blocks covering ``range(n_rows)``.
+
+    With ``"auto"``, ``run`` may fill ``stats`` during the first (probe) block with
+    ``device`` and ``row_bytes`` (the bytes of one row's inputs, counted three times:
+    input, gradient, and the method's temporaries); ``probe_rows`` is that block's size.
+    """
+    stats = {} if stats is None else stats
+    if n_rows <= 0:
+        return
+    if chunk_size is None:
+        run(0, n_rows)
+        return
+    if chunk_size != AUTO:
+        for a in range(0, n_rows, chunk_size):
+            run(a, min(a + chunk_size, n_rows))
+        return
+    first = max(1, min(n_rows, probe_rows))
+    with _SavedBytes() as saved:
+        run(0, first)
+    per_row = saved.total / first + 3 * stats.get("row_bytes", 0)
+    budget = config.resolve_memory_budget(stats.get("device", "cpu"))
+    max_rows = max(1, int(budget // max(per_row, 1.0)))
+    for a, b in _even_blocks(first, n_rows, max_rows):
+        run(a, b)
+
+
+def auto_chunk_rows(row_bytes: int, device, fraction: float = 1.0) -> int:
+    """Rows of ``row_bytes`` each that fit in ``fraction`` of the memory budget."""
+    budget = config.resolve_memory_budget(device) * fraction
+    return max(1, int(budget // max(row_bytes, 1)))

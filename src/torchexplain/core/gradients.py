@@ -1,0 +1,67 @@
+"""Gradients of the explained scalars over expanded rows, through the one evaluator."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from .batching import evaluate_rows
+from .forward import ForwardAdapter
+
+Build = Callable[[Tensor, Tensor], Sequence[Tensor]]
+Consume = Callable[[Tensor, Tensor, tuple, Tensor], None]
+
+
+def input_gradients(scalars: Tensor, inputs: Sequence[Tensor]) -> tuple[Tensor, ...]:
+    """d(sum of scalars)/d(inputs), with a clear error when an input is not on a
+    differentiable path to the output."""
+    if not scalars.requires_grad:
+        raise ValueError(
+            "the model output does not depend differentiably on the inputs (it does not require "
+            "grad); check that forward_func does not detach, round or argmax its output"
+        )
+    grads = torch.autograd.grad(scalars.sum(), tuple(inputs), allow_unused=True)
+    for i, g in enumerate(grads):
+        if g is None:
+            where = f"inputs[{i}]" if len(grads) > 1 else "inputs"
+            raise ValueError(f"{where} has no differentiable path to the model output (its gradient is None)")
+    return grads
+
+
+def row_gradients(
+    adapter: ForwardAdapter,
+    n_rows: int,
+    build: Build,
+    consume: Consume,
+    *,
+    internal_batch_size="auto",
+    context: Callable[[], contextlib.AbstractContextManager] | None = None,
+) -> None:
+    """Evaluate gradients for rows ``0 .. n_rows-1``; row ``r`` explains example
+    ``r % adapter.n``. ``build(rows, examples)`` makes the rows' inputs;
+    ``consume(rows, examples, grads, scalars)`` folds their gradients into the result."""
+    n = adapter.n
+    seen: dict = {}
+
+    def run(a: int, b: int) -> None:
+        rows = torch.arange(a, b)
+        examples = rows % n
+        chunk = tuple(t.detach().requires_grad_(True) for t in build(rows, examples))
+        if not seen:
+            seen["device"] = chunk[0].device
+            seen["row_bytes"] = sum(t.numel() * t.element_size() for t in chunk) // (b - a)
+        with torch.enable_grad(), (context() if context else contextlib.nullcontext()):
+            scalars = adapter.scalars(chunk, examples)
+        grads = input_gradients(scalars, chunk)
+        consume(rows, examples, grads, scalars.detach())
+
+    evaluate_rows(n_rows, run, internal_batch_size, stats=seen, probe_rows=min(n, 8))
+
+
+def forward_scalars(adapter: ForwardAdapter, inputs: Sequence[Tensor]) -> Tensor:
+    """The explained scalar of each example, without gradients."""
+    with torch.no_grad():
+        return adapter.scalars(tuple(inputs), torch.arange(inputs[0].shape[0]))

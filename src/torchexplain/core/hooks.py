@@ -1,0 +1,200 @@
+"""Everything that temporarily changes how a model runs, as context managers.
+
+* :func:`model_guard` restores a module's flags, buffers and hooks on every exit path.
+* :class:`FunctionRules` overrides the backward of activation and pooling functions.
+  It intercepts at the function level (a ``TorchFunctionMode``), so functional
+  (``F.relu``), in-place (``relu_``), reused and forward-created activations are all
+  seen; user modules are never touched.
+* :func:`module_hooks` registers forward hooks and always removes them.
+
+A rule is data: an object with ``kinds`` (the operations it overrides) and a
+``backward(kind, saved, grad_output)`` returning the gradient for the operation's input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
+
+
+# --------------------------------------------------------------------------- model state
+
+
+@contextlib.contextmanager
+def model_guard(model):
+    """Leave ``model`` exactly as found: training flags, requires_grad flags, buffers,
+    parameter ``.grad`` and hook dictionaries are restored when the block exits."""
+    if not isinstance(model, nn.Module):
+        yield
+        return
+    modules = list(model.modules())
+    training = [m.training for m in modules]
+    params = list(model.parameters())
+    requires = [p.requires_grad for p in params]
+    grads = [p.grad for p in params]
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    hook_names = [n for n in vars(nn.Module()) if n.endswith("hooks") and n.startswith("_")]
+    hooks = [{n: dict(getattr(m, n)) for n in hook_names if isinstance(getattr(m, n, None), dict)} for m in modules]
+    try:
+        yield
+    finally:
+        for m, flag, saved in zip(modules, training, hooks):
+            m.training = flag
+            for name, entries in saved.items():
+                current = getattr(m, name)
+                if current.keys() != entries.keys():
+                    current.clear()
+                    current.update(entries)
+        with torch.no_grad():
+            for p, flag, g in zip(params, requires, grads):
+                p.requires_grad_(flag)
+                p.grad = g
+            for b, value in buffers:
+                if b.shape == value.shape and not torch.equal(b, value):
+                    b.copy_(value)
+
+
+@contextlib.contextmanager
+def module_hooks(registrations: Iterable[tuple[nn.Module, str, Callable]]):
+    """Register hooks given as (module, kind, fn), with kind one of "forward",
+    "forward_pre"; remove them all on exit."""
+    handles = []
+    try:
+        for module, kind, fn in registrations:
+            register = {"forward": module.register_forward_hook, "forward_pre": module.register_forward_pre_hook}[kind]
+            handles.append(register(fn))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+# --------------------------------------------------------------------------- intercepted ops
+
+# kind -> the callables that compute it; in-place variants are recognised by name or flag
+_ELEMENTWISE: dict[str, tuple] = {
+    "relu": (torch.relu, torch.relu_, F.relu, F.relu_, Tensor.relu, Tensor.relu_),
+    "sigmoid": (torch.sigmoid, torch.sigmoid_, Tensor.sigmoid, Tensor.sigmoid_),
+    "tanh": (torch.tanh, torch.tanh_, Tensor.tanh, Tensor.tanh_),
+    "elu": (F.elu, F.elu_),
+    "leaky_relu": (F.leaky_relu, F.leaky_relu_),
+    "softplus": (F.softplus,),
+    "gelu": (F.gelu,),
+    "silu": (F.silu,),
+    "mish": (F.mish,),
+    "hardswish": (F.hardswish,),
+    "hardsigmoid": (F.hardsigmoid,),
+    "relu6": (F.relu6,),
+    "hardtanh": (F.hardtanh, F.hardtanh_),
+}
+ELEMENTWISE_KINDS = frozenset(_ELEMENTWISE)
+_KIND_OF = {f: kind for kind, fns in _ELEMENTWISE.items() for f in fns}
+_POOL_DIMS = {F.max_pool1d: 1, F.max_pool2d: 2, F.max_pool3d: 3, torch.max_pool1d: 1, torch.max_pool2d: 2, torch.max_pool3d: 3}
+_POOL_WITH_INDICES = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
+
+
+def _may_be_inplace(func, args, kwargs) -> bool:
+    name = getattr(func, "__name__", "")
+    return name.endswith("_") or bool(kwargs.get("inplace")) or any(a is True for a in args[1:])
+
+
+@dataclass
+class Saved:
+    """What a rule sees in backward: the op's input and output (full batch), the
+    out-of-place function (to take true local gradients), and pooling details."""
+
+    x: Tensor
+    y: Tensor
+    fn: Callable[[Tensor], Tensor]
+    indices: Tensor | None = None
+
+    def local_grad(self, grad_output: Tensor) -> Tensor:
+        """The ordinary gradient of the op at ``x`` for ``grad_output``."""
+        with torch.enable_grad():
+            x = self.x.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(self.fn(x), x, grad_output)
+        return g
+
+
+class _Elementwise(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, fn, call, rule, kind, inplace):
+        x_in = x.clone() if inplace else x
+        y = call(x)
+        if y is x:
+            ctx.mark_dirty(x)
+        ctx.save_for_backward(x_in, y)
+        ctx.fn, ctx.rule, ctx.kind = fn, rule, kind
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, y = ctx.saved_tensors
+        grad = ctx.rule.backward(ctx.kind, Saved(x, y, ctx.fn), grad_output)
+        return grad, None, None, None, None, None
+
+
+class _MaxPool(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, pool, rule):
+        y, indices = pool(x)
+        ctx.save_for_backward(x, y, indices)
+        ctx.pool, ctx.rule = pool, rule
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, y, indices = ctx.saved_tensors
+        saved = Saved(x, y, lambda t: ctx.pool(t)[0], indices)
+        return ctx.rule.backward("max_pool", saved, grad_output), None, None
+
+
+def scatter_to_input(values: Tensor, saved: Saved) -> Tensor:
+    """Sum pooled-output ``values`` back onto the input positions given by the pooling
+    indices (overlapping windows add up, as the gradient does)."""
+    x, idx = saved.x, saved.indices
+    flat = torch.zeros(x.shape[:2] + (x[0, 0].numel(),), dtype=values.dtype, device=values.device)
+    flat.scatter_add_(2, idx.flatten(2), values.flatten(2))
+    return flat.view_as(x)
+
+
+def _pool_call(func, args, kwargs):
+    """The pooling call as a function of its input, returning (output, indices)."""
+    rest = args[1:6]
+    kw = {k: v for k, v in kwargs.items() if k != "return_indices"}
+    pool = _POOL_WITH_INDICES[_POOL_DIMS[func]]
+    return lambda t: pool(t, *rest, return_indices=True, **kw)
+
+
+class FunctionRules(TorchFunctionMode):
+    """Within this block, the backward of every op whose kind ``rule`` lists is
+    replaced by ``rule.backward``. Works on any module structure."""
+
+    def __init__(self, rule):
+        super().__init__()
+        self.rule = rule
+        self.kinds = frozenset(rule.kinds)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        x = args[0] if args else None
+        if not isinstance(x, Tensor) or not x.requires_grad:
+            return func(*args, **kwargs)
+        kind = _KIND_OF.get(func)
+        if kind is not None and kind in self.kinds:
+            rest = args[1:]
+            inplace = _may_be_inplace(func, args, kwargs)
+            call = lambda t: func(t, *rest, **kwargs)  # noqa: E731
+            plain = (lambda t: call(t.clone())) if inplace else call
+            return _Elementwise.apply(x, plain, call, self.rule, kind, inplace)
+        if func in _POOL_DIMS and "max_pool" in self.kinds:
+            if kwargs.get("return_indices") or (len(args) > 6 and args[6]):
+                return func(*args, **kwargs)
+            return _MaxPool.apply(x, _pool_call(func, args, kwargs), self.rule)
+        return func(*args, **kwargs)
