@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import torch
 from torch import Tensor
 
 from ..core.batching import check_chunk_size
@@ -21,9 +22,34 @@ def take(t: Tensor, index: Tensor) -> Tensor:
     return t.index_select(0, index.to(t.device))
 
 
+def example_major_rows(n: int, n_samples: int) -> tuple[Tensor, Tensor]:
+    """(example index, sample index) of each expanded row in Captum's example-major order."""
+    rows = torch.arange(n * n_samples)
+    return rows // n_samples, rows % n_samples
+
+
 def row_sums(attributions: Sequence[Tensor]) -> Tensor:
     """Sum of every attribution value of each example, over all input tensors."""
     return sum(a.reshape(a.shape[0], -1).sum(1) for a in attributions)
+
+
+class RowTotals:
+    """Accumulates per-row attributions into per-example sums and per-row totals
+    (the latter for per-row convergence deltas)."""
+
+    def __init__(self, inputs: Sequence[Tensor], n_rows: int):
+        self.sums = [torch.zeros_like(x) for x in inputs]
+        self.rows = torch.zeros(n_rows, dtype=inputs[0].dtype, device=inputs[0].device)
+
+    def add(self, rows: Tensor, examples: Tensor, attributions: Sequence[Tensor]) -> None:
+        for total, a in zip(self.sums, attributions):
+            total.index_add_(0, examples.to(a.device), a)
+        self.rows[rows.to(self.rows.device)] = row_sums(attributions)
+
+    def example_major(self, n: int, n_samples: int) -> Tensor:
+        """Per-row totals reordered from sample-major (row = s*n + i) to example-major
+        (i*n_samples + s), Captum's order for expanded deltas."""
+        return self.rows.view(n_samples, n).t().reshape(-1)
 
 
 class Attribution:
@@ -64,10 +90,10 @@ class Attribution:
         return check_chunk_size(value, name)
 
     @staticmethod
-    def _gap(adapter: ForwardAdapter, starts, ends) -> Tensor:
-        """F(end) - F(start), per example."""
-        f_end = forward_scalars(adapter, ends)
-        return f_end - forward_scalars(adapter, tuple(s.expand_as(e) for s, e in zip(starts, ends)))
+    def _gap(adapter: ForwardAdapter, starts, ends, examples: Tensor | None = None) -> Tensor:
+        """F(end) - F(start) per row; rows are examples unless ``examples`` says otherwise."""
+        f_end = forward_scalars(adapter, ends, examples)
+        return f_end - forward_scalars(adapter, tuple(s.expand_as(e) for s, e in zip(starts, ends)), examples)
 
     def _delta(self, adapter: ForwardAdapter, attributions, starts, ends) -> Tensor:
         """Convergence delta: sum(attributions) - (F(end) - F(start)), per example."""

@@ -39,11 +39,15 @@ def row_gradients(
     *,
     internal_batch_size="auto",
     context: Callable[[], contextlib.AbstractContextManager] | None = None,
+    score: Callable[[tuple, Tensor, Tensor], Tensor] | None = None,
 ) -> None:
     """Evaluate gradients for rows ``0 .. n_rows-1``; row ``r`` explains example
     ``r % adapter.n``. ``build(rows, examples)`` makes the rows' inputs;
-    ``consume(rows, examples, grads, scalars)`` folds their gradients into the result."""
+    ``consume(rows, examples, grads, scalars)`` folds their gradients into the result.
+    ``context`` wraps each forward (e.g. backward rules); ``score(chunk, rows, examples)``
+    replaces ``adapter.scalars`` as the differentiated per-row scalar."""
     n = adapter.n
+    score = score or (lambda chunk, rows, examples: adapter.scalars(chunk, examples))
     seen: dict = {}
 
     def run(a: int, b: int) -> None:
@@ -54,14 +58,17 @@ def row_gradients(
             seen["device"] = chunk[0].device
             seen["row_bytes"] = sum(t.numel() * t.element_size() for t in chunk) // (b - a)
         with torch.enable_grad(), (context() if context else contextlib.nullcontext()):
-            scalars = adapter.scalars(chunk, examples)
+            scalars = score(chunk, rows, examples)
         grads = input_gradients(scalars, chunk)
         consume(rows, examples, grads, scalars.detach())
 
     evaluate_rows(n_rows, run, internal_batch_size, stats=seen, probe_rows=min(n, 8))
 
 
-def forward_scalars(adapter: ForwardAdapter, inputs: Sequence[Tensor]) -> Tensor:
-    """The explained scalar of each example, without gradients."""
+def forward_scalars(adapter: ForwardAdapter, inputs: Sequence[Tensor], examples: Tensor | None = None) -> Tensor:
+    """The explained scalar of each row, without gradients; rows are the examples
+    themselves unless ``examples`` maps them to example indices."""
+    if examples is None:
+        examples = torch.arange(inputs[0].shape[0])
     with torch.no_grad():
-        return adapter.scalars(tuple(inputs), torch.arange(inputs[0].shape[0]))
+        return adapter.scalars(tuple(inputs), examples)

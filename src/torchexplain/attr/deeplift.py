@@ -1,0 +1,128 @@
+"""DeepLIFT with the rescale rule (Shrikumar et al. 2017) and DeepLiftShap.
+
+Inputs and references run through the model as one batch ``[inputs; references]``;
+the rescale rule replaces the backward of every activation and max-pool the model
+computes (module, functional, in-place or reused alike), so on ReLU / max-pool /
+BatchNorm networks in eval mode the attributions sum to ``F(x) - F(x0)``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..core.gradients import row_gradients
+from ..core.hooks import FunctionRules
+from ..core.inputs import format_baseline_distribution, format_baselines, format_output
+from ..core.rules import Rescale
+from .base import Attribution, RowTotals, example_major_rows, take
+
+
+class DeepLift(Attribution):
+    """DeepLIFT, rescale rule. ``custom_attribution_func(multipliers, inputs,
+    baselines)`` may replace ``multipliers * (inputs - baselines)``."""
+
+    def __init__(self, model, multiply_by_inputs: bool = True, eps: float = 1e-10, output_selector=None):
+        super().__init__(model, output_selector)
+        self._multiply_by_inputs = multiply_by_inputs
+        self.eps = eps
+
+    def has_convergence_delta(self) -> bool:
+        return True
+
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        return self._multiply_by_inputs
+
+    def attribute(
+        self,
+        inputs,
+        baselines=None,
+        target=None,
+        additional_forward_args=None,
+        return_convergence_delta: bool = False,
+        custom_attribution_func=None,
+        forward_kwargs=None,
+        internal_batch_size="auto",
+    ):
+        inputs, is_tuple, adapter = self._prepare(inputs, target, additional_forward_args, forward_kwargs)
+        baselines = format_baselines(baselines, inputs)
+        with self._guard():
+            attributions = self._compare(
+                inputs, baselines, adapter, 1, self._chunk(internal_batch_size), custom_attribution_func
+            ).sums
+            delta = self._delta(adapter, attributions, baselines, inputs) if return_convergence_delta else None
+        result = format_output(is_tuple, attributions)
+        return (result, delta) if return_convergence_delta else result
+
+    def _compare(self, inputs, baselines, adapter, n_refs, chunk, custom):
+        """Compare every example with each of ``n_refs`` reference rows (row ``r``:
+        example ``r % n`` against reference ``r // n``; one shared reference per
+        example when the baselines have the inputs' batch). Returns the per-example
+        sums of the attributions and each row's attribution total."""
+        n = adapter.n
+        totals = RowTotals(inputs, n * n_refs)
+
+        def references(rows):
+            return tuple(take(b, rows // n if n_refs > 1 else rows) for b in baselines)
+
+        def build(rows, examples):
+            return tuple(take(x, examples) for x in inputs)
+
+        def score(chunk_inputs, rows, examples):
+            both = tuple(torch.cat([x, r]) for x, r in zip(chunk_inputs, references(rows)))
+            out = adapter.outputs(both, torch.cat([examples, examples]))
+            return adapter.target.select(out[: len(rows)], examples)
+
+        def consume(rows, examples, grads, scalars):
+            xs, refs = build(rows, examples), references(rows)
+            if custom is not None:
+                attrs = custom(grads, xs, refs)
+                attrs = attrs if isinstance(attrs, (tuple, list)) else (attrs,)
+            elif self._multiply_by_inputs:
+                attrs = [g * (x - r) for g, x, r in zip(grads, xs, refs)]
+            else:
+                attrs = grads
+            totals.add(rows, examples, attrs)
+
+        rule = Rescale(self.eps)
+        row_gradients(
+            adapter, n * n_refs, build, consume,
+            internal_batch_size=chunk, context=lambda: FunctionRules(rule), score=score,
+        )
+        return totals
+
+
+class DeepLiftShap(DeepLift):
+    """DeepLIFT against each row of a baseline distribution, averaged: an
+    approximation of SHAP values (Lundberg & Lee 2017). With
+    ``return_convergence_delta`` the delta has one entry per (example, baseline row),
+    example-major, each for DeepLIFT against that row, as in Captum."""
+
+    def attribute(
+        self,
+        inputs,
+        baselines,
+        target=None,
+        additional_forward_args=None,
+        return_convergence_delta: bool = False,
+        custom_attribution_func=None,
+        forward_kwargs=None,
+        internal_batch_size="auto",
+    ):
+        inputs, is_tuple, adapter = self._prepare(inputs, target, additional_forward_args, forward_kwargs)
+        baselines = format_baseline_distribution(baselines, inputs)
+        n, n_refs = adapter.n, baselines[0].shape[0]
+        with self._guard():
+            totals = self._compare(
+                inputs, baselines, adapter, n_refs, self._chunk(internal_batch_size), custom_attribution_func
+            )
+            attributions = [s / n_refs for s in totals.sums]
+            delta = None
+            if return_convergence_delta:
+                examples, refs = example_major_rows(n, n_refs)
+                gap = self._gap(
+                    adapter, [take(b, refs) for b in baselines], [take(x, examples) for x in inputs], examples
+                )
+                delta = totals.example_major(n, n_refs) - gap
+        result = format_output(is_tuple, attributions)
+        return (result, delta) if return_convergence_delta else result

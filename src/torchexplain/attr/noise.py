@@ -1,0 +1,222 @@
+"""NoiseTunnel (SmoothGrad, SmoothGrad-squared, VarGrad) and GradientShap."""
+
+from __future__ import annotations
+
+import numbers
+
+import torch
+from torch import Tensor
+
+from ..core.batching import evaluate_rows
+from ..core.gradients import row_gradients
+from ..core.inputs import (
+    as_tuple,
+    format_additional_args,
+    format_baseline_distribution,
+    format_output,
+    validate_inputs,
+)
+from .base import Attribution, RowTotals, example_major_rows, take
+
+NT_TYPES = ("smoothgrad", "smoothgrad_sq", "vargrad")
+
+
+def _stdevs(stdevs, n_inputs: int) -> tuple[float, ...]:
+    values = tuple(stdevs) if isinstance(stdevs, (tuple, list)) else (stdevs,) * n_inputs
+    if len(values) != n_inputs:
+        raise ValueError(f"stdevs must be a number or one number per input tensor ({n_inputs}); got {len(values)}")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or v < 0:
+            raise ValueError(f"stdevs must be non-negative numbers; got {stdevs!r}")
+    return tuple(float(v) for v in values)
+
+
+def _positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive int; got {value!r}")
+    return int(value)
+
+
+def _noise(x: Tensor, std: float, generator) -> Tensor:
+    if std == 0:
+        return torch.zeros_like(x)
+    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device) * std
+
+
+def _repeat_rows(value, n: int, k: int):
+    """Repeat each example's entry ``k`` times (example-major), for batched values."""
+    if isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == n:
+        return value.repeat_interleave(k, 0)
+    if isinstance(value, list) and len(value) == n:
+        return [v for v in value for _ in range(k)]
+    return value
+
+
+class NoiseTunnel(Attribution):
+    """Averages another method's attributions over noisy copies of the inputs
+    (SmoothGrad, Smilkov et al. 2017; VarGrad, Adebayo et al. 2018).
+
+    ``generator`` (beyond Captum) makes the noise reproducible without touching the
+    global RNG. Noisy copies are built ``nt_samples_batch_size`` samples at a time
+    (all at once by default); the wrapped method chunks its own rows as usual.
+    """
+
+    def __init__(self, attribution_method: Attribution):
+        if not hasattr(attribution_method, "attribute"):
+            raise TypeError(f"attribution_method must be an attribution method; got {type(attribution_method).__name__}")
+        super().__init__(attribution_method.forward_func, getattr(attribution_method, "output_selector", None))
+        self.attribution_method = attribution_method
+
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        return self.attribution_method.multiplies_by_inputs
+
+    def has_convergence_delta(self) -> bool:
+        return self.attribution_method.has_convergence_delta()
+
+    def attribute(
+        self,
+        inputs,
+        nt_type: str = "smoothgrad",
+        nt_samples: int = 5,
+        nt_samples_batch_size=None,
+        stdevs=1.0,
+        draw_baseline_from_distrib: bool = False,
+        generator: torch.Generator | None = None,
+        **kwargs,
+    ):
+        if nt_type not in NT_TYPES:
+            raise ValueError(f"nt_type must be one of {', '.join(NT_TYPES)}; got {nt_type!r}")
+        inputs, is_tuple = as_tuple(inputs)
+        n = validate_inputs(inputs)
+        nt_samples = _positive_int(nt_samples, "nt_samples")
+        batch = None if nt_samples_batch_size is None else _positive_int(nt_samples_batch_size, "nt_samples_batch_size")
+        stds = _stdevs(stdevs, len(inputs))
+        want_delta = bool(kwargs.get("return_convergence_delta", False))
+        if want_delta and not self.has_convergence_delta():
+            raise ValueError(f"{type(self.attribution_method).__name__} has no convergence delta")
+        sums = [torch.zeros_like(x) for x in inputs]
+        squares = [torch.zeros_like(x) for x in inputs]
+        deltas = []
+
+        def run(a: int, b: int) -> None:
+            k = b - a
+            noisy = tuple(x.repeat_interleave(k, 0) + _noise(x.repeat_interleave(k, 0), s, generator) for x, s in zip(inputs, stds))
+            inner = self._expand_kwargs(kwargs, inputs, n, k, draw_baseline_from_distrib, generator)
+            out = self.attribution_method.attribute(noisy if is_tuple else noisy[0], **inner)
+            if want_delta:
+                out, delta = out
+                deltas.append(delta)
+            for total, sq, attr in zip(sums, squares, as_tuple(out)[0]):
+                attr = attr.reshape((n, k) + attr.shape[1:])
+                total += attr.sum(1)
+                sq += (attr * attr).sum(1)
+
+        evaluate_rows(nt_samples, run, batch)
+        mean = [s / nt_samples for s in sums]
+        mean_sq = [s / nt_samples for s in squares]
+        if nt_type == "smoothgrad":
+            result = mean
+        elif nt_type == "smoothgrad_sq":
+            result = mean_sq
+        else:
+            result = [sq - m * m for sq, m in zip(mean_sq, mean)]
+        result = format_output(is_tuple, result)
+        return (result, torch.cat(deltas)) if want_delta else result
+
+    @staticmethod
+    def _expand_kwargs(kwargs, inputs, n, k, draw_baseline, generator):
+        inner = dict(kwargs)
+        if "target" in inner and not callable(inner["target"]):
+            inner["target"] = _repeat_rows(inner["target"], n, k)
+        if inner.get("additional_forward_args") is not None:
+            args = format_additional_args(inner["additional_forward_args"])
+            inner["additional_forward_args"] = tuple(_repeat_rows(v, n, k) for v in args)
+        if inner.get("forward_kwargs"):
+            inner["forward_kwargs"] = {key: _repeat_rows(v, n, k) for key, v in inner["forward_kwargs"].items()}
+        if inner.get("baselines") is not None:
+            baselines = inner["baselines"]
+            if draw_baseline:
+                rows = format_baseline_distribution(baselines, inputs)
+                picks = torch.randint(rows[0].shape[0], (n * k,), generator=generator)
+                drawn = tuple(take(b, picks) for b in rows)
+                inner["baselines"] = drawn if len(inputs) > 1 or isinstance(baselines, tuple) else drawn[0]
+            elif isinstance(baselines, tuple):
+                inner["baselines"] = tuple(_repeat_rows(b, n, k) for b in baselines)
+            else:
+                inner["baselines"] = _repeat_rows(baselines, n, k)
+        return inner
+
+
+class GradientShap(Attribution):
+    """GradientSHAP (Lundberg & Lee 2017): expected gradients between the inputs
+    (plus Gaussian noise of ``stdevs``) and baselines drawn at random from a
+    distribution, at random points of the straight path, times the difference.
+
+    All ``n_samples`` x batch rows go through the chunked evaluator in one pass.
+    ``generator`` (beyond Captum) makes the draws reproducible.
+    """
+
+    def __init__(self, forward_func, multiply_by_inputs: bool = True, output_selector=None):
+        super().__init__(forward_func, output_selector)
+        self._multiply_by_inputs = multiply_by_inputs
+
+    def has_convergence_delta(self) -> bool:
+        return True
+
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        return self._multiply_by_inputs
+
+    def attribute(
+        self,
+        inputs,
+        baselines,
+        n_samples: int = 5,
+        stdevs=0.0,
+        target=None,
+        additional_forward_args=None,
+        return_convergence_delta: bool = False,
+        forward_kwargs=None,
+        internal_batch_size="auto",
+        generator: torch.Generator | None = None,
+    ):
+        inputs, is_tuple, adapter = self._prepare(inputs, target, additional_forward_args, forward_kwargs)
+        baselines = format_baseline_distribution(baselines, inputs)
+        n_samples = _positive_int(n_samples, "n_samples")
+        stds = _stdevs(stdevs, len(inputs))
+        chunk = self._chunk(internal_batch_size)
+        n = adapter.n
+        n_rows = n * n_samples
+        # every random draw happens up front, so results do not depend on chunking
+        picks = torch.randint(baselines[0].shape[0], (n_rows,), generator=generator)
+        alphas = torch.rand(n_rows, generator=generator, dtype=inputs[0].dtype)
+        noise = [None if s == 0 else _noise(x.repeat(n_samples, *([1] * (x.dim() - 1))), s, generator) for x, s in zip(inputs, stds)]
+        totals = RowTotals(inputs, n_rows)
+
+        def ends(rows, examples):
+            return [take(x, examples) if e is None else take(x, examples) + take(e, rows) for x, e in zip(inputs, noise)]
+
+        def starts(rows):
+            return [take(b, picks[rows]) for b in baselines]
+
+        def build(rows, examples):
+            a = alphas[rows]
+            return [s + a.to(s.device).view((-1,) + (1,) * (s.dim() - 1)) * (e - s) for e, s in zip(ends(rows, examples), starts(rows))]
+
+        def consume(rows, examples, grads, scalars):
+            if self._multiply_by_inputs:
+                grads = [g * (e - s) for g, e, s in zip(grads, ends(rows, examples), starts(rows))]
+            totals.add(rows, examples, grads)
+
+        with self._guard():
+            row_gradients(adapter, n_rows, build, consume, internal_batch_size=chunk)
+            attributions = [s / n_samples for s in totals.sums]
+            delta = None
+            if return_convergence_delta:
+                examples, samples = example_major_rows(n, n_samples)
+                rows = samples * n + examples
+                gap = self._gap(adapter, starts(rows), ends(rows, examples), examples)
+                delta = totals.example_major(n, n_samples) - gap
+        result = format_output(is_tuple, attributions)
+        return (result, delta) if return_convergence_delta else result
