@@ -7,8 +7,9 @@
   seen; user modules are never touched.
 * :func:`module_hooks` registers forward hooks and always removes them.
 
-A rule is data: an object with ``kinds`` (the operations it overrides) and a
-``backward(kind, saved, grad_output)`` returning the gradient for the operation's input.
+A rule is data: an object with ``kinds`` (the operations it overrides), a
+``backward(kind, saved, grad_output)`` returning the gradient for the operation's input,
+and optionally ``needs_input = False`` when its backward reads only the output.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ class Saved:
     """What a rule sees in backward: the op's input and output (full batch), the
     out-of-place function (to take true local gradients), and pooling details."""
 
-    x: Tensor
+    x: Tensor | None
     y: Tensor
     fn: Callable[[Tensor], Tensor]
     indices: Tensor | None = None
@@ -125,7 +126,7 @@ class Saved:
 class _Elementwise(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, fn, call, rule, kind, inplace):
-        x_in = x.clone() if inplace else x
+        x_in = None if not getattr(rule, "needs_input", True) else (x.clone() if inplace else x)
         y = call(x)
         if y is x:
             ctx.mark_dirty(x)

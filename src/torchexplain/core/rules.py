@@ -17,6 +17,7 @@ class GuidedReLU:
     """Guided backpropagation: pass positive gradients through active units."""
 
     kinds = ("relu",)
+    needs_input = False
 
     def backward(self, kind: str, saved: Saved, grad: Tensor) -> Tensor:
         return grad.clamp(min=0) * (saved.y > 0)
@@ -26,6 +27,7 @@ class DeconvReLU:
     """Deconvolution: pass positive gradients, whatever the unit's input."""
 
     kinds = ("relu",)
+    needs_input = False
 
     def backward(self, kind: str, saved: Saved, grad: Tensor) -> Tensor:
         return grad.clamp(min=0)
