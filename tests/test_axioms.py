@@ -295,23 +295,13 @@ def test_deeplift_summation_to_delta_max_pool_variants(pool):
     assert bool((_relative_deltas(_act_pool_net(nn.ReLU(), POOLS[pool])) < 1e-9).all())
 
 
-_GAP_REASON = (
-    "SRC GAP: deeplift.py promises the rescale rule for 'every activation and max-pool the "
-    "model computes', but core/hooks.py's _ELEMENTWISE / _POOL_DIMS tables miss this op, so "
-    "its plain gradient is used and summation-to-delta silently fails. Remove the marker "
-    "once the op is in the tables."
-)
-
-
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=_GAP_REASON)
 @pytest.mark.parametrize(
     "act", [nn.SELU, nn.CELU, nn.PReLU, nn.Softsign, nn.LogSigmoid, nn.Tanhshrink], ids=lambda a: a.__name__
 )
-def test_deeplift_summation_to_delta_unlisted_activations(act):
+def test_deeplift_summation_to_delta_more_activations(act):
     assert bool((_relative_deltas(_act_pool_net(act().double(), nn.MaxPool2d(3))) < 1e-9).all())
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=_GAP_REASON)
 def test_deeplift_summation_to_delta_adaptive_max_pool():
     assert bool((_relative_deltas(_act_pool_net(nn.ReLU(), nn.AdaptiveMaxPool2d(3))) < 1e-9).all())
 

@@ -337,16 +337,6 @@ def test_deeplift_shap_baseline_distributions(rows):
     torch.testing.assert_close(called, ours, rtol=RTOL, atol=ATOL)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=IndexError,
-    reason=(
-        "SRC BUG: DeepLiftShap with a one-row baseline distribution and a batch of N > 1 "
-        "raises IndexError: DeepLift._compare treats n_refs == 1 as per-example baselines "
-        "and indexes the single row with example indices 0..N-1 (attr/deeplift.py, "
-        "references()). Remove this marker once fixed."
-    ),
-)
 def test_deeplift_shap_single_row_equals_deeplift():
     """Captum's DeepLiftShap refuses one baseline row; it must then be DeepLift."""
     net, x = model("cnn_tanh"), _inputs()

@@ -3,6 +3,7 @@ convergence delta."""
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
@@ -13,6 +14,11 @@ from ..core.forward import ForwardAdapter
 from ..core.gradients import forward_scalars
 from ..core.hooks import model_guard
 from ..core.inputs import as_tuple, format_baselines, validate_inputs
+
+
+def per_row(values: Tensor, rows: Tensor, like: Tensor) -> Tensor:
+    """``values[rows]`` shaped to broadcast over rows of ``like``, in its dtype and device."""
+    return values[rows].to(device=like.device, dtype=like.dtype).view((-1,) + (1,) * (like.dim() - 1))
 
 
 def take(t: Tensor, index: Tensor) -> Tensor:
@@ -39,7 +45,8 @@ class RowTotals:
 
     def __init__(self, inputs: Sequence[Tensor], n_rows: int):
         self.sums = [torch.zeros_like(x) for x in inputs]
-        self.rows = torch.zeros(n_rows, dtype=inputs[0].dtype, device=inputs[0].device)
+        dtype = functools.reduce(torch.promote_types, (x.dtype for x in inputs))
+        self.rows = torch.zeros(n_rows, dtype=dtype, device=inputs[0].device)
 
     def add(self, rows: Tensor, examples: Tensor, attributions: Sequence[Tensor]) -> None:
         for total, a in zip(self.sums, attributions):

@@ -48,22 +48,22 @@ class DeepLift(Attribution):
         baselines = format_baselines(baselines, inputs)
         with self._guard():
             attributions = self._compare(
-                inputs, baselines, adapter, 1, self._chunk(internal_batch_size), custom_attribution_func
+                inputs, baselines, adapter, 1, self._chunk(internal_batch_size), custom_attribution_func,
+                reference_of=lambda rows: rows,
             ).sums
             delta = self._delta(adapter, attributions, baselines, inputs) if return_convergence_delta else None
         result = format_output(is_tuple, attributions)
         return (result, delta) if return_convergence_delta else result
 
-    def _compare(self, inputs, baselines, adapter, n_refs, chunk, custom):
-        """Compare every example with each of ``n_refs`` reference rows (row ``r``:
-        example ``r % n`` against reference ``r // n``; one shared reference per
-        example when the baselines have the inputs' batch). Returns the per-example
-        sums of the attributions and each row's attribution total."""
+    def _compare(self, inputs, baselines, adapter, n_refs, chunk, custom, reference_of):
+        """Compare every example with ``n_refs`` references: row ``r`` compares example
+        ``r % n`` with baseline row ``reference_of(r)``. Returns the
+        :class:`RowTotals` of the attributions."""
         n = adapter.n
         totals = RowTotals(inputs, n * n_refs)
 
         def references(rows):
-            return tuple(take(b, rows // n if n_refs > 1 else rows) for b in baselines)
+            return tuple(take(b, reference_of(rows)) for b in baselines)
 
         def build(rows, examples):
             return tuple(take(x, examples) for x in inputs)
@@ -114,7 +114,8 @@ class DeepLiftShap(DeepLift):
         n, n_refs = adapter.n, baselines[0].shape[0]
         with self._guard():
             totals = self._compare(
-                inputs, baselines, adapter, n_refs, self._chunk(internal_batch_size), custom_attribution_func
+                inputs, baselines, adapter, n_refs, self._chunk(internal_batch_size), custom_attribution_func,
+                reference_of=lambda rows: rows // n,
             )
             attributions = [s / n_refs for s in totals.sums]
             delta = None

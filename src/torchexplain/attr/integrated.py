@@ -9,7 +9,7 @@ import torch
 from ..core.gradients import row_gradients
 from ..core.inputs import format_baselines, format_output
 from .approximation import approximation_parameters
-from .base import Attribution, row_sums, take
+from .base import Attribution, per_row, row_sums, take
 
 
 class IntegratedGradients(Attribution):
@@ -84,24 +84,20 @@ class IntegratedGradients(Attribution):
     def _integrate(self, inputs, baselines, adapter, n_steps, method, chunk):
         step_sizes, alphas = approximation_parameters(method, n_steps)
         n = adapter.n
-        dtype = inputs[0].dtype
-        alphas_t = torch.tensor(alphas, dtype=dtype)
-        sizes_t = torch.tensor(step_sizes, dtype=dtype)
+        alphas_t = torch.tensor(alphas, dtype=torch.float64)
+        sizes_t = torch.tensor(step_sizes, dtype=torch.float64)
         totals = [torch.zeros_like(x) for x in inputs]
-
-        def column(values, rows, like):
-            return values[rows // n].to(like.device).view((-1,) + (1,) * (like.dim() - 1))
 
         def build(rows, examples):
             out = []
             for x, b in zip(inputs, baselines):
                 xs, bs = take(x, examples), take(b, examples)
-                out.append(bs + column(alphas_t, rows, xs) * (xs - bs))
+                out.append(bs + per_row(alphas_t, rows // n, xs) * (xs - bs))
             return out
 
         def consume(rows, examples, grads, scalars):
             for total, g in zip(totals, grads):
-                total.index_add_(0, examples.to(g.device), g * column(sizes_t, rows, g))
+                total.index_add_(0, examples.to(g.device), g * per_row(sizes_t, rows // n, g))
 
         row_gradients(adapter, n_steps * n, build, consume, internal_batch_size=chunk)
         if self._multiply_by_inputs:

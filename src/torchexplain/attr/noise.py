@@ -16,7 +16,7 @@ from ..core.inputs import (
     format_output,
     validate_inputs,
 )
-from .base import Attribution, RowTotals, example_major_rows, take
+from .base import Attribution, RowTotals, example_major_rows, per_row, take
 
 NT_TYPES = ("smoothgrad", "smoothgrad_sq", "vargrad")
 
@@ -101,7 +101,11 @@ class NoiseTunnel(Attribution):
 
         def run(a: int, b: int) -> None:
             k = b - a
-            noisy = tuple(x.repeat_interleave(k, 0) + _noise(x.repeat_interleave(k, 0), s, generator) for x, s in zip(inputs, stds))
+            # draws are made sample by sample, so they do not depend on the block size
+            draws = [[_noise(x, s, generator) for x, s in zip(inputs, stds)] for _ in range(k)]
+            noisy = tuple(
+                (x.unsqueeze(1) + torch.stack([d[i] for d in draws], 1)).flatten(0, 1) for i, x in enumerate(inputs)
+            )
             inner = self._expand_kwargs(kwargs, inputs, n, k, draw_baseline_from_distrib, generator)
             out = self.attribution_method.attribute(noisy if is_tuple else noisy[0], **inner)
             if want_delta:
@@ -138,7 +142,8 @@ class NoiseTunnel(Attribution):
             baselines = inner["baselines"]
             if draw_baseline:
                 rows = format_baseline_distribution(baselines, inputs)
-                picks = torch.randint(rows[0].shape[0], (n * k,), generator=generator)
+                picks = torch.stack([torch.randint(rows[0].shape[0], (n,), generator=generator) for _ in range(k)], 1)
+                picks = picks.flatten()  # example-major, drawn sample by sample
                 drawn = tuple(take(b, picks) for b in rows)
                 inner["baselines"] = drawn if len(inputs) > 1 or isinstance(baselines, tuple) else drawn[0]
             elif isinstance(baselines, tuple):
@@ -190,7 +195,7 @@ class GradientShap(Attribution):
         n_rows = n * n_samples
         # every random draw happens up front, so results do not depend on chunking
         picks = torch.randint(baselines[0].shape[0], (n_rows,), generator=generator)
-        alphas = torch.rand(n_rows, generator=generator, dtype=inputs[0].dtype)
+        alphas = torch.rand(n_rows, generator=generator, dtype=torch.float64)
         noise = [None if s == 0 else _noise(x.repeat(n_samples, *([1] * (x.dim() - 1))), s, generator) for x, s in zip(inputs, stds)]
         totals = RowTotals(inputs, n_rows)
 
@@ -201,8 +206,7 @@ class GradientShap(Attribution):
             return [take(b, picks[rows]) for b in baselines]
 
         def build(rows, examples):
-            a = alphas[rows]
-            return [s + a.to(s.device).view((-1,) + (1,) * (s.dim() - 1)) * (e - s) for e, s in zip(ends(rows, examples), starts(rows))]
+            return [s + per_row(alphas, rows, s) * (e - s) for e, s in zip(ends(rows, examples), starts(rows))]
 
         def consume(rows, examples, grads, scalars):
             if self._multiply_by_inputs:

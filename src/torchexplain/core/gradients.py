@@ -23,7 +23,8 @@ def input_gradients(scalars: Tensor, inputs: Sequence[Tensor]) -> tuple[Tensor, 
             "the model output does not depend differentiably on the inputs (it does not require "
             "grad); check that forward_func does not detach, round or argmax its output"
         )
-    grads = torch.autograd.grad(scalars.sum(), tuple(inputs), allow_unused=True)
+    with torch.enable_grad():
+        grads = torch.autograd.grad(scalars.sum(), tuple(inputs), allow_unused=True)
     for i, g in enumerate(grads):
         if g is None:
             where = f"inputs[{i}]" if len(grads) > 1 else "inputs"

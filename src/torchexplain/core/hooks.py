@@ -93,11 +93,28 @@ _ELEMENTWISE: dict[str, tuple] = {
     "hardsigmoid": (F.hardsigmoid,),
     "relu6": (F.relu6,),
     "hardtanh": (F.hardtanh, F.hardtanh_),
+    "selu": (F.selu, torch.selu, torch.selu_),
+    "celu": (F.celu, torch.celu, torch.celu_),
+    "prelu": (F.prelu, torch.prelu),
+    "softsign": (F.softsign,),
+    "logsigmoid": (F.logsigmoid,),
+    "tanhshrink": (F.tanhshrink,),
+    "softshrink": (F.softshrink,),
+    "hardshrink": (F.hardshrink, torch.hardshrink, Tensor.hardshrink),
+    "threshold": (F.threshold, F.threshold_),
 }
 ELEMENTWISE_KINDS = frozenset(_ELEMENTWISE)
 _KIND_OF = {f: kind for kind, fns in _ELEMENTWISE.items() for f in fns}
-_POOL_DIMS = {F.max_pool1d: 1, F.max_pool2d: 2, F.max_pool3d: 3, torch.max_pool1d: 1, torch.max_pool2d: 2, torch.max_pool3d: 3}
-_POOL_WITH_INDICES = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
+# max-pooling callables -> (the functional form that can return indices, position of
+# its return_indices argument)
+_POOLS = {
+    F.max_pool1d: (F.max_pool1d, 6), torch.max_pool1d: (F.max_pool1d, 6),
+    F.max_pool2d: (F.max_pool2d, 6), torch.max_pool2d: (F.max_pool2d, 6),
+    F.max_pool3d: (F.max_pool3d, 6), torch.max_pool3d: (F.max_pool3d, 6),
+    F.adaptive_max_pool1d: (F.adaptive_max_pool1d, 2),
+    F.adaptive_max_pool2d: (F.adaptive_max_pool2d, 2),
+    F.adaptive_max_pool3d: (F.adaptive_max_pool3d, 2),
+}
 
 
 def _may_be_inplace(func, args, kwargs) -> bool:
@@ -166,10 +183,13 @@ def scatter_to_input(values: Tensor, saved: Saved) -> Tensor:
 
 
 def _pool_call(func, args, kwargs):
-    """The pooling call as a function of its input, returning (output, indices)."""
-    rest = args[1:6]
+    """The pooling call as a function of its input returning (output, indices), or
+    None when the caller already asked for indices (left alone)."""
+    pool, flag_at = _POOLS[func]
+    if kwargs.get("return_indices") or (len(args) > flag_at and args[flag_at]):
+        return None
+    rest = args[1:flag_at]
     kw = {k: v for k, v in kwargs.items() if k != "return_indices"}
-    pool = _POOL_WITH_INDICES[_POOL_DIMS[func]]
     return lambda t: pool(t, *rest, return_indices=True, **kw)
 
 
@@ -194,8 +214,8 @@ class FunctionRules(TorchFunctionMode):
             call = lambda t: func(t, *rest, **kwargs)  # noqa: E731
             plain = (lambda t: call(t.clone())) if inplace else call
             return _Elementwise.apply(x, plain, call, self.rule, kind, inplace)
-        if func in _POOL_DIMS and "max_pool" in self.kinds:
-            if kwargs.get("return_indices") or (len(args) > 6 and args[6]):
-                return func(*args, **kwargs)
-            return _MaxPool.apply(x, _pool_call(func, args, kwargs), self.rule)
+        if func in _POOLS and "max_pool" in self.kinds:
+            pool = _pool_call(func, args, kwargs)
+            if pool is not None:
+                return _MaxPool.apply(x, pool, self.rule)
         return func(*args, **kwargs)
