@@ -72,12 +72,14 @@ class Attribution:
         self.forward_func = forward_func
         self.output_selector = output_selector
 
+    _multiply_by_inputs = False
+
     def has_convergence_delta(self) -> bool:
         return False
 
     @property
     def multiplies_by_inputs(self) -> bool:
-        return False
+        return self._multiply_by_inputs
 
     def _prepare(self, inputs, target=None, additional_forward_args=None, forward_kwargs=None, *, floating=True):
         """Validate the public arguments; returns (inputs tuple, is_tuple, adapter)."""
@@ -119,3 +121,15 @@ class Attribution:
         with self._guard():
             return self._delta(adapter, attributions, starts, ends)
 
+
+
+class BaselineAttribution(Attribution):
+    """A method that compares the inputs with baselines: it has a convergence delta
+    and, by default, multiplies its gradients by ``inputs - baselines``."""
+
+    def __init__(self, forward_func, multiply_by_inputs: bool = True, output_selector=None):
+        super().__init__(forward_func, output_selector)
+        self._multiply_by_inputs = multiply_by_inputs
+
+    def has_convergence_delta(self) -> bool:
+        return True

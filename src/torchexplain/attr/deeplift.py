@@ -14,24 +14,16 @@ from ..core.gradients import row_gradients
 from ..core.hooks import FunctionRules
 from ..core.inputs import format_baseline_distribution, format_baselines, format_output
 from ..core.rules import Rescale
-from .base import Attribution, RowTotals, example_major_rows, take
+from .base import BaselineAttribution, RowTotals, example_major_rows, take
 
 
-class DeepLift(Attribution):
+class DeepLift(BaselineAttribution):
     """DeepLIFT, rescale rule. ``custom_attribution_func(multipliers, inputs,
     baselines)`` may replace ``multipliers * (inputs - baselines)``."""
 
     def __init__(self, model, multiply_by_inputs: bool = True, eps: float = 1e-10, output_selector=None):
-        super().__init__(model, output_selector)
-        self._multiply_by_inputs = multiply_by_inputs
+        super().__init__(model, multiply_by_inputs, output_selector)
         self.eps = eps
-
-    def has_convergence_delta(self) -> bool:
-        return True
-
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        return self._multiply_by_inputs
 
     def attribute(
         self,

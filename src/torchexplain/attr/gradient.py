@@ -54,9 +54,7 @@ class Saliency(_OnePass):
 class InputXGradient(_OnePass):
     """Input times the gradient of the target with respect to it."""
 
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        return True
+    _multiply_by_inputs = True
 
     def _combine(self, inputs, grads):
         return [x * g for x, g in zip(inputs, grads)]

@@ -9,10 +9,10 @@ import torch
 from ..core.gradients import row_gradients
 from ..core.inputs import format_baselines, format_output
 from .approximation import approximation_parameters
-from .base import Attribution, per_row, row_sums, take
+from .base import BaselineAttribution, per_row, row_sums, take
 
 
-class IntegratedGradients(Attribution):
+class IntegratedGradients(BaselineAttribution):
     """Integrated Gradients: ``(x - x0) * integral of dF/dx along x0 -> x``.
 
     Every (step, example) row goes through the chunked evaluator, so memory stays
@@ -24,16 +24,8 @@ class IntegratedGradients(Attribution):
     """
 
     def __init__(self, forward_func, multiply_by_inputs: bool = True, output_selector=None):
-        super().__init__(forward_func, output_selector)
-        self._multiply_by_inputs = multiply_by_inputs
+        super().__init__(forward_func, multiply_by_inputs, output_selector)
         self.n_steps_used: int | None = None
-
-    def has_convergence_delta(self) -> bool:
-        return True
-
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        return self._multiply_by_inputs
 
     def attribute(
         self,

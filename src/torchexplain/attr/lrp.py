@@ -142,11 +142,9 @@ class LRP(Attribution):
         self.composite = composite
         self.fold_batchnorm = fold_batchnorm
 
-    def has_convergence_delta(self) -> bool:
-        return True
+    _multiply_by_inputs = True
 
-    @property
-    def multiplies_by_inputs(self) -> bool:
+    def has_convergence_delta(self) -> bool:
         return True
 
     def attribute(

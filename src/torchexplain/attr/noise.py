@@ -16,7 +16,7 @@ from ..core.inputs import (
     format_output,
     validate_inputs,
 )
-from .base import Attribution, RowTotals, example_major_rows, per_row, take
+from .base import Attribution, BaselineAttribution, RowTotals, example_major_rows, per_row, take
 
 NT_TYPES = ("smoothgrad", "smoothgrad_sq", "vargrad")
 
@@ -153,7 +153,7 @@ class NoiseTunnel(Attribution):
         return inner
 
 
-class GradientShap(Attribution):
+class GradientShap(BaselineAttribution):
     """GradientSHAP (Lundberg & Lee 2017): expected gradients between the inputs
     (plus Gaussian noise of ``stdevs``) and baselines drawn at random from a
     distribution, at random points of the straight path, times the difference.
@@ -161,17 +161,6 @@ class GradientShap(Attribution):
     All ``n_samples`` x batch rows go through the chunked evaluator in one pass.
     ``generator`` (beyond Captum) makes the draws reproducible.
     """
-
-    def __init__(self, forward_func, multiply_by_inputs: bool = True, output_selector=None):
-        super().__init__(forward_func, output_selector)
-        self._multiply_by_inputs = multiply_by_inputs
-
-    def has_convergence_delta(self) -> bool:
-        return True
-
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        return self._multiply_by_inputs
 
     def attribute(
         self,
