@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from torchexplain.attr.lrp import LRP, EpsilonPlus, Gamma
-from torchexplain.core.canonizers import BatchNormFolding, batchnorm_pairs
+from torchexplain.core.hooks.canonizers import BatchNormFolding, batchnorm_pairs
 
 
 def snapshot(model):

@@ -4,7 +4,7 @@
 value back layer by layer, each layer splitting the relevance of its outputs among its
 inputs by a rule (:mod:`torchexplain.attr.lrp_rules`). Rules are chosen per op kind or
 module, never written onto the model; relevance is propagated by one engine
-(:mod:`torchexplain.core.relevance`) that intercepts ops at the function level, so
+(:mod:`torchexplain.core.hooks.relevance`) that intercepts ops at the function level, so
 functional and in-place activations, reused modules and residual additions are all
 handled.
 """
@@ -17,11 +17,11 @@ from typing import Mapping
 import torch
 from torch import Tensor, nn
 
-from ..core.canonizers import BatchNormFolding, batchnorm_pairs
+from ..core.hooks.canonizers import BatchNormFolding, batchnorm_pairs
 from ..core.gradients import row_gradients
 from ..core.hooks import module_hooks
 from ..core.inputs import as_tuple, format_output
-from ..core.relevance import relevance_rules
+from ..core.hooks.relevance import relevance_rules
 from .base import Attribution, row_sums, take
 from .lrp_rules import (
     AlphaBeta,

@@ -3,7 +3,7 @@
 A rule says how a layer ``z = op(x; W, b)`` hands the relevance ``R`` of its output
 to its input: as groups of terms ``op(x_k; W_k, b_k)`` whose sum is a ``z``, each
 group contributing ``c * sum_k x_k * (J_k^T (R / (z + eps sign z)))``. The engine
-(:mod:`torchexplain.core.relevance`) evaluates every rule the same way; a rule only
+(:mod:`torchexplain.core.hooks.relevance`) evaluates every rule the same way; a rule only
 chooses the terms. On ops without weights (pooling, sums, additions) every rule acts
 as the epsilon rule with its ``eps``.
 
@@ -18,7 +18,7 @@ import numbers
 import torch
 from torch import Tensor, nn
 
-from ..core.relevance import KINDS, Term
+from ..core.hooks.relevance import KINDS, Term
 
 
 def _number(value, name: str, minimum: float = 0.0) -> float:

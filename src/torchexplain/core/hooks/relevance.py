@@ -36,7 +36,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 from torch.overrides import TorchFunctionMode
 
-from .hooks import ELEMENTWISE_KINDS, FunctionRules
+from .functions import ELEMENTWISE_KINDS, FunctionRules
 
 #: the op kinds a rule can be chosen for
 KINDS = ("linear", "conv", "norm", "pool", "sum", "add", "product", "matmul")

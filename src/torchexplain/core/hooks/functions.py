@@ -1,11 +1,9 @@
-"""Everything that temporarily changes how a model runs, as context managers.
+"""Function-level backward rules for activations and pooling.
 
-* :func:`model_guard` restores a module's flags, buffers and hooks on every exit path.
-* :class:`FunctionRules` overrides the backward of activation and pooling functions.
-  It intercepts at the function level (a ``TorchFunctionMode``), so functional
-  (``F.relu``), in-place (``relu_``), reused and forward-created activations are all
-  seen; user modules are never touched.
-* :func:`module_hooks` registers forward hooks and always removes them.
+:class:`FunctionRules` overrides the backward of activation and pooling functions.
+It intercepts at the function level (a ``TorchFunctionMode``), so functional
+(``F.relu``), in-place (``relu_``), reused and forward-created activations are all
+seen; user modules are never touched.
 
 A rule is data: an object with ``kinds`` (the operations it overrides), a
 ``backward(kind, saved, grad_output)`` returning the gradient for the operation's input,
@@ -14,66 +12,13 @@ and optionally ``needs_input = False`` when its backward reads only the output.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from torch.overrides import TorchFunctionMode
-
-
-# --------------------------------------------------------------------------- model state
-
-
-@contextlib.contextmanager
-def model_guard(model):
-    """Leave ``model`` exactly as found: training flags, requires_grad flags, buffers,
-    parameter ``.grad`` and hook dictionaries are restored when the block exits."""
-    if not isinstance(model, nn.Module):
-        yield
-        return
-    modules = list(model.modules())
-    training = [m.training for m in modules]
-    params = list(model.parameters())
-    requires = [p.requires_grad for p in params]
-    grads = [p.grad for p in params]
-    buffers = [(b, b.detach().clone()) for b in model.buffers()]
-    hook_names = [n for n in vars(nn.Module()) if n.endswith("hooks") and n.startswith("_")]
-    hooks = [{n: dict(getattr(m, n)) for n in hook_names if isinstance(getattr(m, n, None), dict)} for m in modules]
-    try:
-        yield
-    finally:
-        for m, flag, saved in zip(modules, training, hooks):
-            m.training = flag
-            for name, entries in saved.items():
-                current = getattr(m, name)
-                if current.keys() != entries.keys():
-                    current.clear()
-                    current.update(entries)
-        with torch.no_grad():
-            for p, flag, g in zip(params, requires, grads):
-                p.requires_grad_(flag)
-                p.grad = g
-            for b, value in buffers:
-                if b.shape == value.shape and not torch.equal(b, value):
-                    b.copy_(value)
-
-
-@contextlib.contextmanager
-def module_hooks(registrations: Iterable[tuple[nn.Module, str, Callable]]):
-    """Register hooks given as (module, kind, fn), with kind one of "forward",
-    "forward_pre"; remove them all on exit."""
-    handles = []
-    try:
-        for module, kind, fn in registrations:
-            register = {"forward": module.register_forward_hook, "forward_pre": module.register_forward_pre_hook}[kind]
-            handles.append(register(fn))
-        yield
-    finally:
-        for h in handles:
-            h.remove()
 
 
 # --------------------------------------------------------------------------- intercepted ops
