@@ -91,6 +91,9 @@ def evaluate_rows(
             run(a, min(a + chunk_size, n_rows))
         return
     first = max(1, min(n_rows, probe_rows))
+    if first == n_rows:
+        run(0, n_rows)
+        return
     with _SavedBytes() as saved:
         run(0, first)
     per_row = saved.total / first + 3 * stats.get("row_bytes", 0)

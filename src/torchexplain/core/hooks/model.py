@@ -9,6 +9,10 @@ import torch
 from torch import nn
 
 
+# the per-module dictionaries of hooks (forward, backward, state-dict... hooks)
+_HOOK_DICTS = tuple(n for n, v in vars(nn.Module()).items() if n.startswith("_") and n.endswith("hooks") and isinstance(v, dict))
+
+
 @contextlib.contextmanager
 def model_guard(model):
     """Leave ``model`` exactly as found: training flags, requires_grad flags, buffers,
@@ -18,20 +22,22 @@ def model_guard(model):
         return
     modules = list(model.modules())
     training = [m.training for m in modules]
+    hooks = [{n: dict(d) for n in _HOOK_DICTS if (d := m.__dict__.get(n))} for m in modules]
     params = list(model.parameters())
     requires = [p.requires_grad for p in params]
     grads = [p.grad for p in params]
+    # (kernels such as batch_norm update running statistics without bumping the
+    # version counter, so values are compared)
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
-    hook_names = [n for n in vars(nn.Module()) if n.endswith("hooks") and n.startswith("_")]
-    hooks = [{n: dict(getattr(m, n)) for n in hook_names if isinstance(getattr(m, n, None), dict)} for m in modules]
     try:
         yield
     finally:
         for m, flag, saved in zip(modules, training, hooks):
             m.training = flag
-            for name, entries in saved.items():
-                current = getattr(m, name)
-                if current.keys() != entries.keys():
+            for name in _HOOK_DICTS:
+                current = m.__dict__.get(name)
+                entries = saved.get(name, {})
+                if isinstance(current, dict) and current.keys() != entries.keys():
                     current.clear()
                     current.update(entries)
         with torch.no_grad():
@@ -39,7 +45,7 @@ def model_guard(model):
                 p.requires_grad_(flag)
                 p.grad = g
             for b, value in buffers:
-                if b.shape == value.shape and not torch.equal(b, value):
+                if not torch.equal(b, value):
                     b.copy_(value)
 
 
