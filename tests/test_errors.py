@@ -103,12 +103,12 @@ def x():
 @pytest.mark.parametrize(
     "target,pattern",
     [
-        (3, r"target index 3 is out of range for model output of shape \(\d+, 3\) \(dimension 1 has size 3\)"),
-        (-4, r"target index -4 is out of range for model output of shape \(\d+, 3\)"),
-        ([0, 1, 7], r"target index 7 is out of range for model output of shape \(\d+, 3\)"),
+        (3, r"target index 3 is out of range for the model output \(per-example shape \(3,\); dimension 1 has size 3\)"),
+        (-4, r"target index -4 is out of range for the model output \(per-example shape \(3,\)"),
+        ([0, 1, 7], r"target index 7 is out of range for the model output \(per-example shape \(3,\)"),
         (torch.tensor([9, 0, 1]), r"target index 9 is out of range"),
         (torch.tensor(5), r"target index 5 is out of range"),
-        ((0, 1), r"target has 2 index\(es\) per example but the model output of shape \(\d+, 3\) has only 1"),
+        ((0, 1), r"target has 2 index\(es\) per example but the model output \(per-example shape \(3,\)\) has only 1"),
     ],
     ids=["int", "negative", "list", "tensor", "0d-tensor", "tuple-too-long"],
 )
@@ -141,20 +141,20 @@ def test_target_malformed(name, target, error, pattern, net, x):
 
 @pytest.mark.parametrize("name", ALL)
 def test_target_required_for_multi_output_model(name, net, x):
-    with pytest.raises(ValueError, match=r"target is required: the model output has shape \(\d+, 3\)"):
+    with pytest.raises(ValueError, match=r"target is required: the model output has 3 values per example \(per-example shape \(3,\)\)"):
         call(name, net, x)
 
 
 @pytest.mark.parametrize("name", ["Saliency", "IntegratedGradients", "DeepLift"])
 def test_target_selecting_several_values(name, x):
     model = lambda t: torch.stack([t, 2 * t], 1)  # (N, 2, 5)  # noqa: E731
-    with pytest.raises(ValueError, match=r"target selects 5 values per example from an output of shape \(3, 2, 5\)"):
+    with pytest.raises(ValueError, match=r"target selects 5 values per example from a model output of per-example shape \(2, 5\)"):
         call(name, model, x, target=1)
 
 
 @pytest.mark.parametrize("name", ["Saliency", "IntegratedGradients", "DeepLift", "GradientShap"])
 def test_callable_target_must_return_one_value_per_example(name, net, x):
-    with pytest.raises(ValueError, match=r"a callable target must return one scalar per example \(a tensor of 3 values\)"):
+    with pytest.raises(ValueError, match=r"a callable target must return one scalar per example: a tensor of shape \(N,\) for a model output of N rows; got \(\d+, 2\)"):
         call(name, net, x, target=lambda out: out[:, :2])
 
 

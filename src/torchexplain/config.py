@@ -1,5 +1,8 @@
 """Library-wide settings.
 
+``channels_last`` chooses the memory layout of 4-D inputs fed to the model (values
+are the same either way; a model that cannot take the layout falls back silently).
+
 ``memory_budget`` bounds the memory that one chunk of expanded rows (integration
 steps, noise samples, baseline samples) may take. ``None`` means automatic: a
 fraction of the memory currently available on the device, capped on CPU so that
@@ -15,10 +18,15 @@ import torch
 
 memory_budget: int | float | None = None
 
+#: feed 4-D inputs to the model in channels-last layout: None = automatically (float32
+#: on CPU, where convolutions run faster so), True / False to force it
+channels_last: bool | None = None
+
 #: fraction of available memory used when ``memory_budget`` is None
 AUTO_FRACTION = 0.1
-#: cap, in bytes, of the automatic budget on CPU
-AUTO_CPU_CAP = 1 << 30
+#: cap, in bytes, of the automatic budget on CPU: beyond a few hundred MB per chunk,
+#: CPU kernels run no faster (they fall out of cache), so smaller chunks cost nothing
+AUTO_CPU_CAP = 256 << 20
 
 
 def _available_bytes(device: torch.device) -> int:

@@ -38,6 +38,8 @@ class _SavedBytes:
         self._seen: set[int] = set()
 
     def pack(self, t):
+        if isinstance(t, torch.nn.Parameter):  # weights do not grow with the rows
+            return t
         try:
             key = t.untyped_storage().data_ptr()
         except (RuntimeError, NotImplementedError):

@@ -77,8 +77,8 @@ class Target:
         dims = output.shape[1:]
         if table.shape[-1] > len(dims):
             raise ValueError(
-                f"target has {table.shape[-1]} index(es) per example but the model output of shape "
-                f"{tuple(output.shape)} has only {len(dims)} non-batch dimension(s)"
+                f"target has {table.shape[-1]} index(es) per example but the model output (per-example "
+                f"shape {tuple(dims)}) has only {len(dims)} non-batch dimension(s)"
             )
         for j in range(table.shape[-1]):
             col = table[..., j]
@@ -86,8 +86,8 @@ class Target:
             if bool(((col >= size) | (col < -size)).any()):
                 bad = int(col[(col >= size) | (col < -size)][0])
                 raise ValueError(
-                    f"target index {bad} is out of range for model output of shape {tuple(output.shape)} "
-                    f"(dimension {j + 1} has size {size})"
+                    f"target index {bad} is out of range for the model output (per-example shape "
+                    f"{tuple(dims)}; dimension {j + 1} has size {size})"
                 )
 
     def select(self, output: Tensor, examples: Tensor) -> Tensor:
@@ -95,16 +95,17 @@ class Target:
         if self.fn is not None:
             values = self.fn(output)
             if not isinstance(values, Tensor) or values.numel() != output.shape[0]:
+                got = tuple(values.shape) if isinstance(values, Tensor) else type(values).__name__
                 raise ValueError(
-                    "a callable target must return one scalar per example (a tensor of "
-                    f"{output.shape[0]} values); got {getattr(values, 'shape', type(values).__name__)}"
+                    "a callable target must return one scalar per example: a tensor of shape (N,) "
+                    f"for a model output of N rows; got {got} for {output.shape[0]} rows"
                 )
             return values.reshape(output.shape[0])
         if self.shared is None and self.per_example is None:
             if output[0].numel() != 1:
                 raise ValueError(
-                    f"target is required: the model output has shape {tuple(output.shape)}, more than one "
-                    "value per example; pass target=<class index> (or a callable)"
+                    f"target is required: the model output has {output[0].numel()} values per example "
+                    f"(per-example shape {tuple(output.shape[1:])}); pass target=<class index> (or a callable)"
                 )
             return output.reshape(output.shape[0])
         if self.shared is not None:
@@ -119,8 +120,8 @@ class Target:
             picked = picked.reshape(output.shape[0], -1)
             if picked.shape[1] != 1:
                 raise ValueError(
-                    f"target selects {picked.shape[1]} values per example from an output of shape "
-                    f"{tuple(output.shape)}; it must select exactly one"
+                    f"target selects {picked.shape[1]} values per example from a model output of "
+                    f"per-example shape {tuple(output.shape[1:])}; it must select exactly one"
                 )
             picked = picked[:, 0]
         return picked

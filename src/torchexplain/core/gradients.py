@@ -8,6 +8,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
+from .. import config
 from .batching import evaluate_rows
 from .forward import ForwardAdapter
 
@@ -32,6 +33,24 @@ def input_gradients(scalars: Tensor, inputs: Sequence[Tensor]) -> tuple[Tensor, 
     return grads
 
 
+#: smallest chunk for which channels-last pays on CPU (measured on resnet18: slower
+#: for a single image, 8-15% faster from about four)
+CHANNELS_LAST_MIN_ROWS = 4
+
+
+def wants_channels_last(tensors: Sequence[Tensor]) -> bool:
+    """Whether to feed image batches in channels-last layout: by default for chunks of
+    float32 4-D inputs on CPU, where convolutions run faster in it (values are
+    unchanged). ``torchexplain.config.channels_last`` True / False forces the choice."""
+    if not all(t.dim() == 4 for t in tensors):
+        return False
+    if config.channels_last is not None:
+        return bool(config.channels_last)
+    return all(
+        t.device.type == "cpu" and t.dtype == torch.float32 and t.shape[0] >= CHANNELS_LAST_MIN_ROWS for t in tensors
+    )
+
+
 def row_gradients(
     adapter: ForwardAdapter,
     n_rows: int,
@@ -51,19 +70,35 @@ def row_gradients(
     score = score or (lambda chunk, rows, examples: adapter.scalars(chunk, examples))
     seen: dict = {}
 
+    def forward(raw, rows, examples, channels_last: bool):
+        chunk = tuple(
+            (t.contiguous(memory_format=torch.channels_last) if channels_last else t).detach().requires_grad_(True)
+            for t in raw
+        )
+        with torch.enable_grad(), (context() if context else contextlib.nullcontext()):
+            return chunk, score(chunk, rows, examples)
+
     def run(a: int, b: int) -> None:
         rows = torch.arange(a, b)
         examples = rows % n
-        chunk = tuple(t.detach().requires_grad_(True) for t in build(rows, examples))
+        raw = build(rows, examples)
         if not seen:
-            seen["device"] = chunk[0].device
-            seen["row_bytes"] = sum(t.numel() * t.element_size() for t in chunk) // (b - a)
-        with torch.enable_grad(), (context() if context else contextlib.nullcontext()):
-            scalars = score(chunk, rows, examples)
+            seen["device"] = raw[0].device
+            seen["row_bytes"] = sum(t.numel() * t.element_size() for t in raw) // (b - a)
+            seen["layout_ok"] = True
+        channels_last = seen["layout_ok"] and wants_channels_last(raw)
+        try:
+            chunk, scalars = forward(raw, rows, examples, channels_last)
+        except RuntimeError:
+            if not channels_last:
+                raise
+            # the model needs contiguous inputs (e.g. it calls .view): run it as given
+            seen["layout_ok"] = False
+            chunk, scalars = forward(raw, rows, examples, False)
         grads = input_gradients(scalars, chunk)
         consume(rows, examples, grads, scalars.detach())
 
-    evaluate_rows(n_rows, run, internal_batch_size, stats=seen, probe_rows=min(n, 8))
+    evaluate_rows(n_rows, run, internal_batch_size, stats=seen, probe_rows=8)
 
 
 def forward_scalars(adapter: ForwardAdapter, inputs: Sequence[Tensor], examples: Tensor | None = None) -> Tensor:

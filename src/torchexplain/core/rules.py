@@ -20,7 +20,8 @@ class GuidedReLU:
     needs_input = False
 
     def backward(self, kind: str, saved: Saved, grad: Tensor) -> Tensor:
-        return grad.clamp(min=0) * (saved.y > 0)
+        # the ReLU's own backward (zero where inactive), then only positive values
+        return torch.ops.aten.threshold_backward(grad, saved.y, 0).clamp_(min=0)
 
 
 class DeconvReLU:
