@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 test: install
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -q
 
 bench: install
 	$(PY) benchmarks/bench_gradient.py
