@@ -31,13 +31,13 @@ class _OnePass(Attribution):
         return grads
 
     def attribute(self, inputs, target=None, additional_forward_args=None, forward_kwargs=None):
+        return self._attribute(inputs, target, additional_forward_args, forward_kwargs, lambda x, g: g)
+
+    def _attribute(self, inputs, target, additional_forward_args, forward_kwargs, combine):
         inputs, is_tuple, adapter = self._prepare(inputs, target, additional_forward_args, forward_kwargs)
         with self._guard():
             grads = self._gradients(inputs, adapter)
-        return format_output(is_tuple, self._combine(inputs, grads))
-
-    def _combine(self, inputs, grads):
-        return grads
+        return format_output(is_tuple, [combine(x, g) for x, g in zip(inputs, grads)])
 
 
 class Saliency(_OnePass):
@@ -45,10 +45,8 @@ class Saliency(_OnePass):
     its absolute value when ``abs=True`` (Captum's default)."""
 
     def attribute(self, inputs, target=None, abs=True, additional_forward_args=None, forward_kwargs=None):
-        inputs, is_tuple, adapter = self._prepare(inputs, target, additional_forward_args, forward_kwargs)
-        with self._guard():
-            grads = self._gradients(inputs, adapter)
-        return format_output(is_tuple, [g.abs() if abs else g for g in grads])
+        combine = (lambda x, g: g.abs()) if abs else (lambda x, g: g)
+        return self._attribute(inputs, target, additional_forward_args, forward_kwargs, combine)
 
 
 class InputXGradient(_OnePass):
@@ -56,8 +54,8 @@ class InputXGradient(_OnePass):
 
     _multiply_by_inputs = True
 
-    def _combine(self, inputs, grads):
-        return [x * g for x, g in zip(inputs, grads)]
+    def attribute(self, inputs, target=None, additional_forward_args=None, forward_kwargs=None):
+        return self._attribute(inputs, target, additional_forward_args, forward_kwargs, lambda x, g: x * g)
 
 
 class GuidedBackprop(_OnePass):
