@@ -50,20 +50,30 @@ class Rescale:
 
     def backward(self, kind: str, saved: Saved, grad: Tensor) -> Tensor:
         x, x0 = saved.x.chunk(2)
+        y, y0 = saved.y.chunk(2)
         g = grad.chunk(2)[0]
+        out = torch.empty_like(saved.x)  # the gradient for the op's input
+        head = out[: len(g)]
+        if kind == "max_pool":
+            top = torch.maximum(y, y0)
+            moved = scatter_to_input(torch.cat([g * (top - y0), g * (y - top)]), saved)
+            torch.add(moved[: len(g)], moved[len(g):], out=head)
+        else:
+            torch.mul(g, y - y0, out=head)
         dx = x - x0
         small = dx.abs() < self.eps
-        if kind == "max_pool":
-            y, y0 = saved.y.chunk(2)
-            top = torch.maximum(y, y0)
-            shares = torch.cat([g * (top - y0), g * (y - top)])
-            moved = scatter_to_input(shares, saved)
-            contrib = moved[: len(x)] + moved[len(x):]
-            multiplier = contrib / torch.where(small, torch.ones_like(dx), dx)
-        else:
-            y, y0 = saved.y.chunk(2)
-            multiplier = g * (y - y0) / torch.where(small, torch.ones_like(dx), dx)
+        head.div_(dx.masked_fill_(small, 1.0))
         if bool(small.any()):
-            local = saved.local_grad(torch.cat([g, torch.zeros_like(g)])).chunk(2)[0]
-            multiplier = torch.where(small, local, multiplier)
-        return torch.cat([multiplier, torch.zeros_like(multiplier)])
+            head.copy_(torch.where(small, self._ordinary(kind, saved, g), head))
+        out[len(g):].zero_()
+        return out
+
+    @staticmethod
+    def _ordinary(kind: str, saved: Saved, g: Tensor) -> Tensor:
+        """The ordinary gradient at the inputs' half (closed forms where cheap)."""
+        if kind == "relu":
+            return g * (saved.x[: len(g)] > 0)
+        padded = torch.cat([g, torch.zeros_like(g)])
+        if kind == "max_pool":
+            return scatter_to_input(padded, saved)[: len(g)]
+        return saved.local_grad(padded)[: len(g)]
