@@ -186,27 +186,32 @@ METHODS = [
 
 class Floor:
     """Fastest batched forward + backward (to the inputs) of the model over a number
-    of rows. Rows are split into even blocks of at most ``chunk`` rows (as the chunked
-    evaluator does to fit memory); the floor is the sum of the best time measured for
-    each block size, each block size measured once and cached."""
+    of rows: the best, over block sizes of at most ``chunks`` rows (rows split into
+    even blocks) and over both memory layouts (contiguous and channels-last), of the
+    summed block times. Each (block size, layout) is measured ``tries`` times, once,
+    and cached."""
 
-    def __init__(self, model: torch.nn.Module, chunk: int, tries: int):
+    def __init__(self, model: torch.nn.Module, chunks: tuple[int, ...], tries: int):
         self.model = model
-        self.chunk = max(1, chunk)
+        self.chunks = tuple(max(1, c) for c in chunks)
         self.tries = max(1, tries)
-        self._best: dict[int, float] = {}
+        self._best: dict[tuple[int, bool], float] = {}
 
-    def blocks(self, rows: int) -> list[int]:
+    @staticmethod
+    def blocks(rows: int, chunk: int) -> list[int]:
         if rows <= 0:
             return []
-        n_blocks = math.ceil(rows / self.chunk)
+        n_blocks = math.ceil(rows / chunk)
         size = math.ceil(rows / n_blocks)
         return [min(size, rows - a) for a in range(0, rows, size)]
 
-    def _block_seconds(self, size: int) -> float:
-        if size not in self._best:
+    def _block_seconds(self, size: int, channels_last: bool) -> float:
+        key = (size, channels_last)
+        if key not in self._best:
             gen = torch.Generator().manual_seed(SEED + 1000 + size)
             x = torch.randn((size,) + IMAGE, generator=gen)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             target = torch.randint(N_CLASSES, (size, 1), generator=gen)
             best = math.inf
             for _ in range(self.tries):
@@ -217,11 +222,15 @@ class Floor:
                 torch.autograd.grad(scalars.sum(), leaf)
                 best = min(best, time.perf_counter() - start)
                 del scalars, leaf
-            self._best[size] = best
-        return self._best[size]
+            self._best[key] = best
+        return self._best[key]
 
     def seconds(self, rows: int) -> float:
-        return sum(self._block_seconds(size) for size in self.blocks(rows))
+        return min(
+            sum(self._block_seconds(size, layout) for size in self.blocks(rows, chunk))
+            for chunk in self.chunks
+            for layout in (False, True)
+        )
 
 
 # --------------------------------------------------------------------------- timing
@@ -338,7 +347,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batches", default="1,8", help="comma-separated batch sizes (default 1,8)")
     p.add_argument("--methods", default="", help="comma-separated method names to run (default: all)")
     p.add_argument("--floor-chunk", type=int, default=32,
-                   help="largest block of rows in one forward + backward when measuring the floor (default 32)")
+                   help="largest block of rows in one forward + backward when measuring the floor; blocks of "
+                        "at most 8 rows are tried too, and the faster counts (default 32)")
     p.add_argument("--captum-internal-batch-size", type=int, default=None,
                    help="internal_batch_size passed to Captum's IntegratedGradients (default: Captum's own, all rows at once)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: the CPUs this process may use)")
@@ -385,7 +395,7 @@ def main(argv=None) -> int:
 
     torch.manual_seed(SEED)
     base_model = torchvision.models.resnet18(weights=None).eval()
-    floor = Floor(copy.deepcopy(base_model), args.floor_chunk, tries=max(3, args.repeats))
+    floor = Floor(copy.deepcopy(base_model), (8, args.floor_chunk), tries=max(3, args.repeats))
     cases = {b: make_case(b) for b in args.batches}
     smallest = min(args.batches)
 
@@ -428,7 +438,8 @@ def main(argv=None) -> int:
     if explained:
         print("settings: " + "; ".join(f"{m.name}: {m.note}" for m in explained))
     print("rows = forward+backward rows the method evaluates; floor = the fastest forward+backward over those rows "
-          f"(blocks of at most {args.floor_chunk} rows, best of {floor.tries}); medians in seconds")
+          f"(blocks of at most 8 or {args.floor_chunk} rows, contiguous or channels-last, best of {floor.tries}); "
+          "medians in seconds")
     for msg in notes:
         print("note: " + msg)
     end_load = load_average()
