@@ -104,8 +104,3 @@ def evaluate_rows(
     for a, b in _even_blocks(first, n_rows, max_rows):
         run(a, b)
 
-
-def auto_chunk_rows(row_bytes: int, device, fraction: float = 1.0) -> int:
-    """Rows of ``row_bytes`` each that fit in ``fraction`` of the memory budget."""
-    budget = config.resolve_memory_budget(device) * fraction
-    return max(1, int(budget // max(row_bytes, 1)))

@@ -80,12 +80,14 @@ def _split_baselines(baselines, inputs: tuple[Tensor, ...]) -> tuple:
 def format_baselines(baselines, inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     """One baseline per input, broadcast (as a view) to the input's shape."""
     parts = _split_baselines(baselines, inputs)
-    name = lambda i: f"baselines[{i}]" if len(inputs) > 1 else "baselines"  # noqa: E731
-    out = tuple(_baseline_tensor(b, x, name(i)) for i, (b, x) in enumerate(zip(parts, inputs)))
-    for i, b in enumerate(out):
+    out = []
+    for i, (b, x) in enumerate(zip(parts, inputs)):
+        where = f"baselines[{i}]" if len(inputs) > 1 else "baselines"
+        b = _baseline_tensor(b, x, where)
         if b.is_floating_point() and bool(torch.isnan(b).any()):
-            raise ValueError(f"{name(i)} contains NaN values")
-    return out
+            raise ValueError(f"{where} contains NaN values")
+        out.append(b)
+    return tuple(out)
 
 
 def format_baseline_distribution(baselines, inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:

@@ -52,8 +52,22 @@ class Term(NamedTuple):
 
 
 def stabilize(z: Tensor, eps: float) -> Tensor:
-    """``z + eps * sign(z)``, with sign(0) = +1, so no denominator is zero."""
+    """``z + eps * sign(z)``, with sign(0) = +1, so no denominator is zero; ``z`` itself
+    when ``eps`` is 0."""
+    if eps == 0:
+        return z
     return z + torch.where(z >= 0, eps, -eps).to(z.dtype)
+
+
+def _ratio(relevance: Tensor, den: Tensor, eps: float) -> Tensor:
+    """``R / den``; where ``eps`` cannot keep ``den`` off zero (0, or below the dtype's
+    normal range), the relevance over a zero denominator is dropped."""
+    s = relevance / den
+    return s if eps >= torch.finfo(den.dtype).tiny else torch.where(den == 0, 0.0, s)
+
+
+def _times_inputs(xs, grads) -> list[Tensor]:
+    return [x * g if g is not None else torch.zeros_like(x) for x, g in zip(xs, grads)]
 
 
 # --------------------------------------------------------------------------- backward rules
@@ -75,41 +89,69 @@ class _RelevanceFn(torch.autograd.Function):
         return (None, None, *ctx.relevance_fn(ctx.saved_tensors, relevance))
 
 
-def _input_relevance(z: Tensor, leaves: list[Tensor], relevance: Tensor, eps: float) -> list[Tensor]:
-    """``leaf * d(z)/d(leaf) . (R / stabilised z)`` for every leaf."""
-    den = stabilize(z.detach(), eps)
-    s = torch.where(den == 0, 0.0, relevance / den)  # eps = 0 and z = 0: the relevance is dropped
-    grads = torch.autograd.grad(z, leaves, s, allow_unused=True)
-    return [leaf.detach() * g if g is not None else torch.zeros_like(leaf) for leaf, g in zip(leaves, grads)]
+class _EpsilonFn(torch.autograd.Function):
+    """The epsilon rule ``x * J^T (R / stabilised z)`` for ``z = fn(*xs)``. ``z`` is
+    computed once, in forward, and its graph kept: backward takes ``J^T`` from it
+    instead of recomputing the op. The op's output is ``z``, or ``output(*xs)`` when
+    given (e.g. batch norm, whose ``z`` is its affine form)."""
 
-
-def epsilon_relevance(fn: Callable, eps: float) -> Callable:
-    """The epsilon rule for an op ``fn(*xs)`` without weights."""
-
-    def relevance_fn(xs, relevance):
+    @staticmethod
+    def forward(ctx, fn, output, eps, *xs):
         with torch.enable_grad():
             leaves = [x.detach().requires_grad_(True) for x in xs]
             z = fn(*leaves)
-        return _input_relevance(z, leaves, relevance, eps)
+        plain = z.detach()
+        den = stabilize(plain, eps)
+        if output is not None:
+            out = output(*xs)
+        else:  # the output may be changed in place later: it must not be den nor an input
+            out = plain.clone() if den is plain or any(z is leaf for leaf in leaves) else plain
+        ctx.eps, ctx.graph = eps, (z, leaves)
+        ctx.save_for_backward(den, *xs)
+        return out
 
-    return relevance_fn
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, relevance):
+        if ctx.graph is None:
+            raise RuntimeError("relevance can be propagated back through an op only once")
+        (z, leaves), ctx.graph = ctx.graph, None
+        den, *xs = ctx.saved_tensors
+        grads = torch.autograd.grad(z, leaves, _ratio(relevance, den, ctx.eps), allow_unused=True)
+        return (None, None, None, *_times_inputs(xs, grads))
+
+
+def _input_relevance(z: Tensor, leaves: list[Tensor], relevance: Tensor, eps: float) -> list[Tensor]:
+    """``leaf * d(z)/d(leaf) . (R / stabilised z)`` for every leaf."""
+    s = _ratio(relevance, stabilize(z.detach(), eps), eps)
+    return _times_inputs([leaf.detach() for leaf in leaves], torch.autograd.grad(z, leaves, s, allow_unused=True))
 
 
 def layer_relevance(op: Callable, weight: Tensor, bias: Tensor | None, rule) -> Callable:
-    """A rule's groups for a layer ``op(x, weight, bias)``."""
+    """A rule's groups for a layer ``op(x, weight, bias)``, evaluated in backward."""
 
     def relevance_fn(xs, relevance):
         (x,) = xs
-        total = torch.zeros_like(x)
+        total = None
         for coefficient, terms in rule.groups(x, weight, bias):
             with torch.enable_grad():
                 leaves = [torch.broadcast_to(t.input, x.shape).detach().requires_grad_(True) for t in terms]
                 parts = [op(leaf, t.weight, t.bias) for t, leaf in zip(terms, leaves)]
-                z = sum(p if t.sign == 1 else t.sign * p for t, p in zip(terms, parts))
-            total = total + coefficient * sum(_input_relevance(z, leaves, relevance, rule.eps))
-        return [total]
+                z = _signed_sum([t.sign for t in terms], parts)
+            group = _signed_sum([1.0] * len(terms), _input_relevance(z, leaves, relevance, rule.eps))
+            group = group if coefficient == 1 else coefficient * group
+            total = group if total is None else total + group
+        return [torch.zeros_like(x) if total is None else total]
 
     return relevance_fn
+
+
+def _signed_sum(signs: list[float], parts: list[Tensor]) -> Tensor:
+    total = None
+    for sign, p in zip(signs, parts):
+        p = p if sign == 1 else sign * p
+        total = p if total is None else total + p
+    return total
 
 
 def identity_relevance(xs, relevance):
