@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP_FLAGS ?= --disable-pip-version-check -q
 
-.PHONY: test install bench clean
+.PHONY: test demo install bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -14,6 +14,9 @@ install: $(VENV)/.installed
 
 test: install
 	$(PY) -m pytest tests -q
+
+demo: install
+	$(VENV)/bin/torchexplain demo
 
 bench: install
 	$(PY) benchmarks/bench_gradient.py

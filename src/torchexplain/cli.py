@@ -1,0 +1,173 @@
+"""The ``torchexplain`` command: ``demo`` and ``explain``.
+
+Exit status: 0 on success, 2 on usage errors, 1 on runtime failures; errors are one
+line on stderr, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+EXIT_RUNTIME, EXIT_USAGE = 1, 2
+
+
+class UsageError(Exception):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="torchexplain", description="Explain PyTorch models' predictions.")
+    sub = p.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="explain shipped digits with the bundled model and write a report")
+    demo.add_argument("--out", default="torchexplain-demo", help="output directory (default: torchexplain-demo)")
+    demo.add_argument("--method", default="all", help="comma-separated method names, or 'all' (default)")
+    _common(demo)
+    ex = sub.add_parser("explain", help="explain images with a model")
+    ex.add_argument("images", nargs="+", metavar="IMAGE")
+    ex.add_argument("--model", required=True, metavar="SPEC",
+                    help="digits | torchvision:NAME | a TorchScript file | package.module:factory")
+    ex.add_argument("--weights", help="a state-dict file, or a torchvision weights name (downloads, if online)")
+    ex.add_argument("--method", default="integrated_gradients", help="comma-separated method names, or 'all'")
+    ex.add_argument("--target", default="top1", help="top1 | topk:K | class index | class name")
+    ex.add_argument("--labels", help="file with one class name per line")
+    ex.add_argument("--size", type=int, help="resize images to SIZE x SIZE (default: the model's)")
+    ex.add_argument("--mean", type=float, nargs="+", help="per-channel normalisation mean")
+    ex.add_argument("--std", type=float, nargs="+", help="per-channel normalisation std")
+    ex.add_argument("--out", default="torchexplain-out", help="output directory (default: torchexplain-out)")
+    ex.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    _common(ex)
+    return p
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    p.add_argument("--overwrite", action="store_true", help="replace files already in the output directory")
+
+
+def _methods(text: str) -> list[str]:
+    from .methods import available, resolve
+
+    if text.strip().lower() == "all":
+        return available()
+    names = [n for n in (t.strip() for t in text.split(",")) if n]
+    try:
+        return [resolve(n).name for n in names]
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
+def _target(text: str):
+    text = text.strip()
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+def _out_dir(path: str, files: list[str], overwrite: bool) -> Path:
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RuntimeError(f"cannot create output directory {out}: {err.strerror}") from None
+    if not os.access(out, os.W_OK):
+        raise RuntimeError(f"output directory {out} is not writable")
+    clash = [f for f in files if (out / f).exists()]
+    if clash and not overwrite:
+        raise RuntimeError(f"{out / clash[0]} already exists; pass --overwrite to replace it")
+    return out
+
+
+def _write(explanation, out: Path, title: str, overwrite: bool) -> Path:
+    names = ["report.html", "explanation.json", "all_methods.png", "inputs.png"]
+    names += [f"{m}{ext}" for m in explanation.methods for ext in (".png", ".npy")]
+    out = _out_dir(out, names, overwrite)
+    explanation.save(out, overwrite=True)
+    report = out / "report.html"
+    report.write_text(explanation.to_html(title))
+    return report
+
+
+def _table(explanation, labels: list[str]) -> str:
+    methods = explanation.methods
+    head = ["input", "prediction", "p"] + [f"{m} s" for m in methods]
+    lines = ["  ".join(head)]
+    for s in explanation.rows():
+        lines.append("  ".join([labels[s["example"]], s["prediction"], f"{s['probability']:.2f}"]
+                               + [f"{explanation.timings[m] / len(labels):.3f}" for m in methods]))
+    return "\n".join(lines)
+
+
+def _demo(args) -> Path:
+    import torch
+
+    from . import models
+    from .api import explain
+
+    methods = _methods(args.method)
+    model, preprocess, names = models.load("digits")
+    paths = models.sample_images()
+    x = torch.stack([preprocess(p) for p in paths])
+    start = time.perf_counter()
+    result = explain(model, x, method=methods, class_names=names, mean=models.MEAN, std=models.STD,
+                     show_progress=not args.quiet)
+    report = _write(result, Path(args.out), "torchexplain demo: digits", args.overwrite)
+    if not args.quiet:
+        print(_table(result, [p.stem for p in paths]))
+        print(f"explained {len(paths)} digits with {len(methods)} methods in {time.perf_counter() - start:.1f} s")
+        print(f"report: {report}")
+    return report
+
+
+def _labels(path: str) -> list[str]:
+    try:
+        return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    except OSError as err:
+        raise RuntimeError(f"cannot read labels file {path}: {err.strerror}") from None
+
+
+def _explain(args) -> Path:
+    import torch
+
+    from .api import explain
+    from .loading import image_transform, load_image, load_model
+
+    methods = _methods(args.method)
+    if (args.mean is None) != (args.std is None):
+        raise UsageError("--mean and --std go together")
+    if args.size is not None and args.size < 1:
+        raise UsageError("--size must be a positive number of pixels")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for but CUDA is not available")
+    images = [load_image(p) for p in args.images]
+    model, names, (size, mean, std, mode) = load_model(args.model, args.weights, args.device)
+    if args.labels:
+        names = _labels(args.labels)
+    mean, std = (args.mean, args.std) if args.mean is not None else (mean, std)
+    transform = image_transform(args.size or size, mean, std, mode)
+    x = torch.stack([transform(im) for im in images]).to(args.device)
+    result = explain(model, x, method=methods, target=_target(args.target), class_names=names,
+                     mean=mean, std=std, show_progress=not args.quiet)
+    report = _write(result, Path(args.out), f"torchexplain: {args.model}", args.overwrite)
+    if not args.quiet:
+        print(_table(result, [Path(p).name for p in args.images]))
+        print(f"report: {report}")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        (_demo if args.command == "demo" else _explain)(args)
+    except UsageError as err:
+        print(f"torchexplain: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except (RuntimeError, ValueError, TypeError, OSError, KeyError, IndexError) as err:
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"torchexplain: error: {message}", file=sys.stderr)
+        return EXIT_RUNTIME
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
