@@ -78,10 +78,15 @@ def _out_dir(path: str, files: list[str], overwrite: bool) -> Path:
     return out
 
 
-def _write(explanation, out: Path, title: str, overwrite: bool) -> Path:
+def _prepare_out(path: str, methods: list[str], overwrite: bool) -> Path:
+    """Check the output directory before any work: creatable, writable, and holding
+    none of the files to be written unless ``--overwrite``."""
     names = ["report.html", "explanation.json", "all_methods.png", "inputs.png"]
-    names += [f"{m}{ext}" for m in explanation.methods for ext in (".png", ".npy")]
-    out = _out_dir(out, names, overwrite)
+    names += [f"{m}{ext}" for m in methods for ext in (".png", ".npy")]
+    return _out_dir(path, names, overwrite)
+
+
+def _write(explanation, out: Path, title: str) -> Path:
     explanation.save(out, overwrite=True)
     report = out / "report.html"
     report.write_text(explanation.to_html(title))
@@ -89,12 +94,14 @@ def _write(explanation, out: Path, title: str, overwrite: bool) -> Path:
 
 
 def _table(explanation, labels: list[str]) -> str:
-    methods = explanation.methods
-    head = ["input", "prediction", "p"] + [f"{m} s" for m in methods]
-    lines = ["  ".join(head)]
+    """Predictions, one line per explained row, then each method's time."""
+    width = max(len(label) for label in labels)
+    lines = [f"{'input':<{width}}  prediction  probability  explained"]
     for s in explanation.rows():
-        lines.append("  ".join([labels[s["example"]], s["prediction"], f"{s['probability']:.2f}"]
-                               + [f"{explanation.timings[m] / len(labels):.3f}" for m in methods]))
+        lines.append(f"{labels[s['example']]:<{width}}  {s['prediction']:<10}  {s['probability']:>11.1%}  {s['target']}")
+    lines.append("")
+    lines.append(f"{'method':<22}  seconds")
+    lines += [f"{m:<22}  {t:7.3f}" for m, t in explanation.timings.items()]
     return "\n".join(lines)
 
 
@@ -105,13 +112,14 @@ def _demo(args) -> Path:
     from .api import explain
 
     methods = _methods(args.method)
+    out = _prepare_out(args.out, methods, args.overwrite)
     model, preprocess, names = models.load("digits")
     paths = models.sample_images()
     x = torch.stack([preprocess(p) for p in paths])
     start = time.perf_counter()
     result = explain(model, x, method=methods, class_names=names, mean=models.MEAN, std=models.STD,
                      show_progress=not args.quiet)
-    report = _write(result, Path(args.out), "torchexplain demo: digits", args.overwrite)
+    report = _write(result, out, "torchexplain demo: digits")
     if not args.quiet:
         print(_table(result, [p.stem for p in paths]))
         print(f"explained {len(paths)} digits with {len(methods)} methods in {time.perf_counter() - start:.1f} s")
@@ -140,6 +148,7 @@ def _explain(args) -> Path:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda was asked for but CUDA is not available")
     images = [load_image(p) for p in args.images]
+    out = _prepare_out(args.out, methods, args.overwrite)
     model, names, (size, mean, std, mode) = load_model(args.model, args.weights, args.device)
     if args.labels:
         names = _labels(args.labels)
@@ -148,7 +157,7 @@ def _explain(args) -> Path:
     x = torch.stack([transform(im) for im in images]).to(args.device)
     result = explain(model, x, method=methods, target=_target(args.target), class_names=names,
                      mean=mean, std=std, show_progress=not args.quiet)
-    report = _write(result, Path(args.out), f"torchexplain: {args.model}", args.overwrite)
+    report = _write(result, out, f"torchexplain: {args.model}")
     if not args.quiet:
         print(_table(result, [Path(p).name for p in args.images]))
         print(f"report: {report}")

@@ -51,6 +51,7 @@ class Explanation:
     deltas: dict[str, Tensor] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     method_args: dict[str, dict] = field(default_factory=dict)
+    _pngs: dict[str, bytes] | None = field(default=None, repr=False, compare=False)
 
     def add(self, method: str, attribution: Tensor, delta: Tensor | None, seconds: float, args: dict) -> None:
         self.attributions[method] = attribution
@@ -58,6 +59,7 @@ class Explanation:
             self.deltas[method] = delta.detach()
         self.timings[method] = seconds
         self.method_args[method] = args
+        self._pngs = None
 
     # ------------------------------------------------------------------ derived values
 
@@ -161,6 +163,14 @@ class Explanation:
             figs[m] = self.plot(methods=[m])
         return figs
 
+    def images(self) -> dict[str, bytes]:
+        """PNG bytes of :meth:`figures` and of the whole grid ("all_methods"), rendered
+        once and kept until another method is added."""
+        if self._pngs is None:
+            self._pngs = {name: figure_png(fig) for name, fig in self.figures().items()}
+            self._pngs["all_methods"] = figure_png(self.plot())
+        return self._pngs
+
     def save(self, directory, overwrite: bool = False) -> list[Path]:
         """Write ``<method>.png`` figures, ``<method>.npy`` attributions and
         ``explanation.json``; refuses to overwrite existing files unless asked."""
@@ -173,9 +183,8 @@ class Explanation:
         if existing and not overwrite:
             raise FileExistsError(f"{existing[0]} exists; pass overwrite=True to replace it")
         (directory / "explanation.json").write_text(json.dumps(self.to_dict(), indent=2))
-        (directory / "all_methods.png").write_bytes(figure_png(self.plot()))
-        for name, fig in self.figures().items():
-            (directory / f"{name}.png").write_bytes(figure_png(fig))
+        for name, png in self.images().items():
+            (directory / f"{name}.png").write_bytes(png)
         for m, a in self.attributions.items():
             np.save(directory / f"{m}.npy", a.detach().cpu().numpy())
         return planned
@@ -195,9 +204,10 @@ class Explanation:
         )
         images = "".join(
             f'<figure class="method" data-method="{html.escape(name)}"><figcaption>{html.escape(name)}</figcaption>'
-            f'<img alt="{html.escape(name)}" src="data:image/png;base64,{base64.b64encode(figure_png(fig)).decode()}">'
+            f'<img alt="{html.escape(name)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
             "</figure>"
-            for name, fig in self.figures().items()
+            for name, png in self.images().items()
+            if name != "all_methods"
         )
         return (
             f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"

@@ -1,0 +1,111 @@
+"""The real console script in a subprocess: the demo, explain, and every bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(sys.executable).with_name("torchexplain")
+
+
+def run(*args, cwd=None):
+    env = {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([str(SCRIPT), *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+
+
+def one_line_error(proc, code, pattern):
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 or (code == 2 and lines[-1].startswith("torchexplain")), proc.stderr
+    assert pattern in lines[-1], lines[-1]
+
+
+class _Images(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.alts = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.alts.append(dict(attrs).get("alt"))
+
+
+@pytest.fixture(scope="module")
+def digit():
+    from torchexplain import models
+
+    return models.sample_images()[3]
+
+
+def test_demo_writes_a_report_with_every_method(tmp_path):
+    from torchexplain.methods import available
+
+    proc = run("demo", "--out", tmp_path / "demo")
+    assert proc.returncode == 0, proc.stderr
+    assert "report:" in proc.stdout and "digit_3" in proc.stdout
+    parser = _Images()
+    parser.feed((tmp_path / "demo" / "report.html").read_text())
+    assert parser.alts == ["inputs", *available()]
+    assert "http" not in (tmp_path / "demo" / "report.html").read_text().split("<body>")[1]
+
+
+def test_explain_digits(tmp_path, digit):
+    proc = run("explain", digit, "--model", "digits", "--method", "ig,saliency", "--out", tmp_path, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == ""
+    assert (tmp_path / "integrated_gradients.npy").exists() and (tmp_path / "report.html").exists()
+    import json
+
+    rows = json.loads((tmp_path / "explanation.json").read_text())["rows"]
+    assert rows[0]["prediction"] == "3"
+
+
+def test_explain_torchvision_state_dict(tmp_path, digit):
+    torchvision = pytest.importorskip("torchvision")
+    weights = tmp_path / "r18.pt"
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    proc = run("explain", digit, "--model", "torchvision:resnet18", "--weights", weights, "--size", 64,
+               "--method", "saliency", "--target", "tench", "--out", tmp_path / "o")
+    assert proc.returncode == 0, proc.stderr
+    assert "tench" in (tmp_path / "o" / "explanation.json").read_text()
+
+
+def test_bad_inputs(tmp_path, digit):
+    torchvision = pytest.importorskip("torchvision")
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(Path(digit).read_bytes()[:60])
+    weights = tmp_path / "r18.pt"
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    out = tmp_path / "out"
+    cases = [
+        (("explain", tmp_path / "missing.png", "--model", "digits"), 1, "image not found"),
+        (("explain", text, "--model", "digits"), 1, "not an image file"),
+        (("explain", corrupt, "--model", "digits"), 1, "cannot read image"),
+        (("explain", digit, "--model", "nosuch"), 1, "unknown model spec 'nosuch'"),
+        (("explain", digit, "--model", "torchvision:resnet34", "--weights", weights), 1, "do not match the architecture"),
+        (("explain", digit, "--model", "digits", "--method", "magic"), 2, "unknown method 'magic'"),
+        (("explain", digit, "--model", "digits", "--target", "12"), 1, "out of range"),
+        (("explain", digit, "--model", "digits", "--target", "seven"), 1, "unknown class name 'seven'"),
+        (("explain", digit, "--model", "digits", "--out", text / "sub"), 1, "cannot create output directory"),
+        (("explain", digit), 2, "--model"),
+    ]
+    for args, code, pattern in cases:
+        one_line_error(run(*args, "--out", out) if "--out" not in args else run(*args), code, pattern)
+
+
+def test_existing_files_are_kept_without_overwrite(tmp_path, digit):
+    (tmp_path / "report.html").write_text("mine")
+    proc = run("explain", digit, "--model", "digits", "--method", "saliency", "--out", tmp_path, "--quiet")
+    one_line_error(proc, 1, "already exists; pass --overwrite")
+    assert (tmp_path / "report.html").read_text() == "mine"
+    proc = run("explain", digit, "--model", "digits", "--method", "saliency", "--out", tmp_path, "--quiet", "--overwrite")
+    assert proc.returncode == 0 and (tmp_path / "report.html").read_text() != "mine"
