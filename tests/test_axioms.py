@@ -17,17 +17,6 @@ import torchexplain.attr as te
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread_and_own_rng():
-    """Small inputs: extra intra-op threads only add contention on shared machines. Models here seed the
-    global RNG; its state is restored for the rest of the suite."""
-    threads, rng = torch.get_num_threads(), torch.random.get_rng_state()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.random.set_rng_state(rng)
-
-
 def close(actual, expected, rtol=1e-7, atol=1e-9):
     torch.testing.assert_close(actual, torch.as_tensor(expected, dtype=actual.dtype), rtol=rtol, atol=atol)
 

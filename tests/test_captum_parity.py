@@ -28,17 +28,6 @@ N = 3  # examples per batch
 RTOL, ATOL = 1e-6, 1e-9  # float64; Captum's float32 step sizes limit it to ~1e-7
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread_and_own_rng():
-    """Tensors here are tiny: extra intra-op threads only add contention. Models here seed the
-    global RNG; its state is restored for the rest of the suite."""
-    threads, rng = torch.get_num_threads(), torch.random.get_rng_state()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.random.set_rng_state(rng)
-
-
 # --------------------------------------------------------------------------- models
 
 
