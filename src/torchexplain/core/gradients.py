@@ -68,37 +68,45 @@ def row_gradients(
     replaces ``adapter.scalars`` as the differentiated per-row scalar."""
     n = adapter.n
     score = score or (lambda chunk, rows, examples: adapter.scalars(chunk, examples))
-    seen: dict = {}
+    runner = RowRunner()
 
-    def forward(raw, rows, examples, channels_last: bool):
-        chunk = tuple(
-            (t.contiguous(memory_format=torch.channels_last) if channels_last else t).detach().requires_grad_(True)
-            for t in raw
-        )
+    def forward(chunk, rows, examples):
+        chunk = tuple(t.detach().requires_grad_(True) for t in chunk)
         with torch.enable_grad(), (context() if context else contextlib.nullcontext()):
             return chunk, score(chunk, rows, examples)
 
     def run(a: int, b: int) -> None:
         rows = torch.arange(a, b)
         examples = rows % n
-        raw = build(rows, examples)
-        if not seen:
-            seen["device"] = raw[0].device
-            seen["row_bytes"] = sum(t.numel() * t.element_size() for t in raw) // (b - a)
-            seen["layout_ok"] = True
-        channels_last = seen["layout_ok"] and wants_channels_last(raw)
-        try:
-            chunk, scalars = forward(raw, rows, examples, channels_last)
-        except RuntimeError:
-            if not channels_last:
-                raise
-            # the model needs contiguous inputs (e.g. it calls .view): run it as given
-            seen["layout_ok"] = False
-            chunk, scalars = forward(raw, rows, examples, False)
+        chunk, scalars = runner.call(build(rows, examples), lambda chunk: forward(chunk, rows, examples))
         grads = input_gradients(scalars, chunk)
         consume(rows, examples, grads, scalars.detach())
 
-    evaluate_rows(n_rows, run, internal_batch_size, stats=seen, probe_rows=8)
+    evaluate_rows(n_rows, run, internal_batch_size, stats=runner.stats, probe_rows=8)
+
+
+class RowRunner:
+    """Per-call state shared by the row evaluators: it records the rows' device and
+    size for chunk sizing, and feeds 4-D chunks channels-last where that is faster,
+    falling back for good to the given layout if the model cannot take it."""
+
+    def __init__(self):
+        self.stats: dict = {}
+        self.layout_ok = True
+
+    def call(self, raw: Sequence[Tensor], fn: Callable):
+        if not self.stats:
+            self.stats["device"] = raw[0].device
+            self.stats["row_bytes"] = sum(t[:1].numel() * t.element_size() for t in raw)
+        channels_last = self.layout_ok and wants_channels_last(raw)
+        if not channels_last:
+            return fn(tuple(raw))
+        try:
+            return fn(tuple(t.contiguous(memory_format=torch.channels_last) for t in raw))
+        except RuntimeError:
+            # the model needs the given layout (e.g. it calls .view): run it as given
+            self.layout_ok = False
+            return fn(tuple(raw))
 
 
 def forward_scalars(adapter: ForwardAdapter, inputs: Sequence[Tensor], examples: Tensor | None = None) -> Tensor:
