@@ -24,6 +24,7 @@ from torchexplain.attr.lrp import (
     ZBox,
     ZPlus,
 )
+from torchexplain.core.hooks.relevance import Term
 
 captum_attr = pytest.importorskip("captum.attr")
 captum_rules = pytest.importorskip("captum.attr._utils.lrp_rules")
@@ -259,6 +260,37 @@ def test_conv_zplus_matches_jacobian_formula():
     expected = xf * (jp.T @ (r.flatten() / (jp @ xf)))
     torch.testing.assert_close(got.flatten(), expected)
 
+
+
+def test_only_the_plain_term_reuses_the_forward_pass():
+    """A rule whose one term is the layer itself reuses the forward's z; a subclass
+    that changes the terms (here: doubled weights) is evaluated by its own terms."""
+
+    class Doubled(Epsilon):
+        def groups(self, x, weight, bias):
+            return [(1.0, [Term(x, 2 * weight, bias)])]
+
+    assert Epsilon().plain and not any(r.plain for r in (Gamma(), ZPlus(), AlphaBeta(), ZBox(0, 1), Doubled()))
+    torch.manual_seed(8)
+    layer, x = nn.Linear(5, 3), torch.randn(2, 5)
+    w, b = layer.weight.detach(), layer.bias.detach()
+    got, r = one_layer(layer, Doubled(0.0), x)
+    torch.testing.assert_close(got, x * ((r / (x @ (2 * w).T + b)) @ (2 * w)))
+
+
+@pytest.mark.parametrize("rules", [None, LRP0], ids=["epsilon", "lrp0"])
+def test_inplace_op_on_a_layer_output_keeps_its_denominator(rules):
+    """z and its denominator are kept from the forward pass; an in-place activation on
+    the layer's output must not change them (with eps = 0 the denominator is z)."""
+    torch.manual_seed(9)
+    first, last, x = nn.Linear(6, 5), nn.Linear(5, 3), torch.randn(2, 6)
+
+    class InPlace(nn.Module):
+        def forward(self, t):
+            return last(torch.tanh_(first(t)))
+
+    expected = LRP(nn.Sequential(first, nn.Tanh(), last), rules=rules).attribute(x, target=1)
+    torch.testing.assert_close(LRP(InPlace(), rules=rules).attribute(x, target=1), expected)
 
 # --------------------------------------------------------------------------- conservation
 

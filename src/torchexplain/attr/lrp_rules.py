@@ -36,6 +36,12 @@ class Rule:
     def groups(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> list:
         return [(1.0, [Term(x, weight, bias)])]
 
+    @property
+    def plain(self) -> bool:
+        """True when ``groups`` is this one term, the layer itself: its ``z`` is then the
+        layer's output, and the engine reuses the forward pass instead of recomputing."""
+        return type(self).groups is Rule.groups
+
     def _params(self) -> dict:
         return {"epsilon": self.eps}
 

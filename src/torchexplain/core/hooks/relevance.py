@@ -15,10 +15,15 @@ A rule is data, read duck-typed from the object ``choose(kind, first)`` returns:
 * ``groups(x, weight, bias)``: for layers, a list of ``(coefficient, [Term, ...])``;
   each group's terms sum to a ``z`` and contribute
   ``coefficient * sum(term.input * d(z)/d(term.input) . R / stabilised(z))``;
-* ``identity``: when true, relevance passes unchanged (shape-preserving ops only).
+* ``identity``: when true, relevance passes unchanged (shape-preserving ops only);
+* ``plain`` (optional): when true, ``groups`` is always the one term ``(x, weight, bias)``
+  (the epsilon rule), so ``z`` is the layer's own output.
 
 Ops without weights (pooling, sums, additions, products with a constant) always use
 the epsilon formula ``R_in = x * J^T (R / stabilised(f(x)))`` with the rule's ``eps``.
+That formula (and a plain rule's) is evaluated without recomputing anything: the
+forward records ``z``'s graph and denominator, and backward takes ``J^T`` from that
+graph. Other rules build their terms, and their graphs, in backward.
 A product of two input-dependent factors (a gate, e.g. squeeze-excitation) gives all
 relevance to the larger factor (split evenly on a tie); a division gives it to the
 numerator.
@@ -53,10 +58,11 @@ class Term(NamedTuple):
 
 def stabilize(z: Tensor, eps: float) -> Tensor:
     """``z + eps * sign(z)``, with sign(0) = +1, so no denominator is zero; ``z`` itself
-    when ``eps`` is 0."""
+    when ``eps`` is 0. The sign is ``z``'s sign bit (one fused op), so -0.0 gets
+    ``-eps``: a -0.0 sum only comes from zero terms, which carry no relevance anyway."""
     if eps == 0:
         return z
-    return z + torch.where(z >= 0, eps, -eps).to(z.dtype)
+    return torch.copysign(z.new_full((), eps), z).add_(z)
 
 
 def _ratio(relevance: Tensor, den: Tensor, eps: float) -> Tensor:
@@ -208,8 +214,22 @@ def _apply(forward, relevance, xs, identity: bool = False) -> Tensor:
     return out
 
 
-def _rule_relevance(rule, op, weight, bias):
-    return identity_relevance if _is_identity(rule) else layer_relevance(op, weight, bias, rule)
+def _by_rule(rule, x: Tensor, op: Callable, weight: Tensor, bias: Tensor | None, output=None) -> Tensor:
+    """The layer ``op(x, weight, bias)`` under ``rule``; its value is ``output(x)`` when
+    given. A plain rule (its one term the layer itself) reuses the forward's graph."""
+    z = lambda t: op(t, weight, bias)  # noqa: E731
+    if _is_identity(rule):
+        return _apply(output or z, identity_relevance, [x], True)
+    if getattr(rule, "plain", False):
+        return _EpsilonFn.apply(z, output, rule.eps, x)
+    return _apply(output or z, layer_relevance(op, weight, bias, rule), [x])
+
+
+def _epsilon(rule, forward: Callable, xs: list[Tensor]) -> Tensor:
+    """An op without weights: the epsilon rule with the rule's ``eps``, or the identity."""
+    if _is_identity(rule):
+        return _apply(forward, identity_relevance, xs, True)
+    return _EpsilonFn.apply(forward, None, rule.eps, *xs)
 
 
 def _layer(mode, func, args, kwargs, kind):
@@ -217,8 +237,7 @@ def _layer(mode, func, args, kwargs, kind):
     if not _needs(x):
         return NotImplemented
     op = lambda t, w, b: func(t, w, b, *rest, **kw)  # noqa: E731
-    rule = mode.choose(kind, mode.first_layer())
-    return _apply(lambda t: op(t, weight, bias), _rule_relevance(rule, op, weight, bias), [x], _is_identity(rule))
+    return _by_rule(mode.choose(kind, mode.first_layer()), x, op, weight, bias)
 
 
 def _norm(mode, func, args, kwargs, kind):
@@ -228,14 +247,12 @@ def _norm(mode, func, args, kwargs, kind):
     mean, var, weight, bias, training, eps = _norm_args(*args, **kwargs)
     rule = mode.choose(kind, False)
     forward = lambda t: func(t, *args[1:], **kwargs)  # noqa: E731
-    if training or mean is None or var is None:  # batch statistics; recomputing must not update running ones
-        again = lambda t: func(t, None, None, weight, bias, True, 0.0, eps)  # noqa: E731
-        relevance = identity_relevance if _is_identity(rule) else epsilon_relevance(again, rule.eps)
-        return _apply(forward, relevance, [x], _is_identity(rule))
+    if training or mean is None or var is None:  # batch statistics: z is the op itself, run once
+        return _epsilon(rule, forward, [x])
     scale = torch.rsqrt(var + eps)
     scale = scale if weight is None else weight * scale
     shift = -mean * scale if bias is None else bias - mean * scale
-    return _apply(forward, _rule_relevance(rule, _affine, scale.detach(), shift.detach()), [x], _is_identity(rule))
+    return _by_rule(rule, x, _affine, scale.detach(), shift.detach(), forward)
 
 
 def _returns_indices(func, args, kwargs) -> bool:
@@ -271,17 +288,13 @@ def _linear_op(mode, func, args, kwargs, kind, oop=None, inplace=False):
         return oop(*a, **kwargs)
 
     signal = _gate(func, args, positions) if kind == "product" else None
-    identity = False
-    if signal is not None:
-        relevance = gate_relevance(signal)
-    else:
-        rule = mode.choose(kind, False)
-        identity = _is_identity(rule)
-        relevance = identity_relevance if identity else epsilon_relevance(forward, rule.eps)
     xs = [args[i] for i in positions]
     if inplace and positions[0] == 0:
         xs[0] = xs[0].clone()
-    out = _apply(forward, relevance, xs, identity)
+    if signal is not None:
+        out = _apply(forward, gate_relevance(signal), xs)
+    else:
+        out = _epsilon(mode.choose(kind, False), forward, xs)
     if not inplace:
         return out
     return args[0].copy_(out)
