@@ -75,12 +75,15 @@ def evaluate_rows(
     *,
     stats: dict | None = None,
     probe_rows: int = 1,
+    saved_fraction: float = 1.0,
 ) -> None:
     """Call ``run(start, stop)`` over consecutive blocks covering ``range(n_rows)``.
 
     With ``"auto"``, ``run`` may fill ``stats`` during the first (probe) block with
     ``device`` and ``row_bytes`` (the bytes of one row's inputs, counted three times:
     input, gradient, and the method's temporaries); ``probe_rows`` is that block's size.
+    ``saved_fraction`` is the share of the measured activations that stays alive at
+    once (1 when a backward pass follows; less for forward-only work).
     """
     stats = {} if stats is None else stats
     if n_rows <= 0:
@@ -98,7 +101,7 @@ def evaluate_rows(
         return
     with _SavedBytes() as saved:
         run(0, first)
-    per_row = saved.total / first + 3 * stats.get("row_bytes", 0)
+    per_row = saved_fraction * saved.total / first + 3 * stats.get("row_bytes", 0)
     budget = config.resolve_memory_budget(stats.get("device", "cpu"))
     max_rows = max(1, int(budget // max(per_row, 1.0)))
     for a, b in _even_blocks(first, n_rows, max_rows):

@@ -18,6 +18,10 @@ from .batching import check_chunk_size, evaluate_rows
 from .forward import ForwardAdapter
 from .gradients import RowRunner
 
+#: share of a forward's activations alive at once without autograd (a layer's input
+#: and output at a time, against every layer's saved for backward)
+INFERENCE_LIVE_FRACTION = 0.25
+
 Build = Callable[[Tensor, Tensor], Sequence[Tensor]]
 ConsumeScalars = Callable[[Tensor, Tensor, Tensor], None]
 
@@ -68,7 +72,8 @@ def forward_rows(
 
     try:
         evaluate_rows(
-            n_rows, run, rows_per_chunk(perturbations_per_eval, n), stats=runner.stats, probe_rows=max(n, 8)
+            n_rows, run, rows_per_chunk(perturbations_per_eval, n), stats=runner.stats, probe_rows=max(n, 8),
+            saved_fraction=INFERENCE_LIVE_FRACTION,
         )
     finally:
         if bar is not None:
