@@ -116,3 +116,19 @@ def test_tuple_mask_length_and_element_errors():
         format_feature_mask((torch.zeros(1, 4, dtype=torch.long), torch.zeros(1, 4, dtype=torch.long)), (x, y))
     with pytest.raises(TypeError, match=r"feature_mask\[0\]"):
         format_feature_mask(([0, 1, 2, 3], torch.zeros(1, 3, dtype=torch.long)), (x, y))
+
+
+def test_ablate_features_equals_one_hot_ablate():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(3, 2, 4, 4, generator=g), torch.randn(3, 5, generator=g)
+    masks = (torch.randint(0, 4, (3, 1, 4, 4), generator=g), torch.tensor([[4, 4, 1, 5, 5]]))
+    fm = format_feature_mask(masks, (x, y))
+    rows = torch.arange(3 * (fm.n_features + 1))
+    examples, features = rows % 3, rows // 3 - 1  # -1: nothing replaced
+    xs, ys = x[examples], y[examples]
+    base = (torch.full((1, 2, 4, 4), 7.0), torch.full((1, 5), 7.0))
+    one_hot = torch.nn.functional.one_hot(features.clamp_min(0), fm.n_features).bool() & (features >= 0).unsqueeze(1)
+    expected = fm.ablate((xs, ys), base, one_hot, examples)
+    got = fm.ablate_features((xs, ys), base, features, examples)
+    assert all(torch.equal(a, b) for a, b in zip(got, expected))
+    assert not torch.equal(got[0], xs) and not torch.equal(got[1], ys)

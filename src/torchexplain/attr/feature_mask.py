@@ -147,9 +147,31 @@ class FeatureMask:
                 out.append(x)
                 continue
             idx = self._row_index(i, n_rows, examples)
-            flat = idx.reshape(idx.shape[0], -1).to(replaced.device).expand(n_rows, -1)
-            chosen = replaced.gather(1, flat).view((n_rows,) + tuple(idx.shape[1:])).to(x.device)
-            out.append(torch.where(chosen, b, x))
+            flat = idx.reshape(idx.shape[0], -1).expand(n_rows, -1)
+            chosen = replaced.to(idx.device).gather(1, flat).view((n_rows,) + tuple(idx.shape[1:]))
+            out.append(torch.where(chosen.to(x.device), b, x))
+        return tuple(out)
+
+    def ablate_features(
+        self,
+        inputs_rows: Sequence[Tensor],
+        baselines_rows: Sequence[Tensor],
+        features: Tensor,
+        examples: Tensor | None = None,
+    ) -> tuple[Tensor, ...]:
+        """Rows with ONE feature replaced each: ``features`` is long ``(R,)``, the
+        position (in ``ids``) of the feature each row replaces, or -1 for none. The
+        same as :meth:`ablate` with one-hot rows, without building them."""
+        n_rows = features.shape[0]
+        out = []
+        for i, (x, b) in enumerate(zip(inputs_rows, baselines_rows)):
+            here = self.present[i].to(features.device)[features.clamp_min(0)] & (features >= 0)
+            if x.numel() == 0 or not bool(here.any()):
+                out.append(x)
+                continue
+            idx = self._row_index(i, n_rows, examples)
+            wanted = features.to(idx.device).view((n_rows,) + (1,) * (idx.dim() - 1))
+            out.append(torch.where((idx == wanted).to(x.device), b, x))
         return tuple(out)
 
     def expand(self, values: Tensor, examples: Tensor | None = None, dtype: torch.dtype | None = None) -> tuple[Tensor, ...]:
