@@ -3,7 +3,9 @@
 from .base import Attribution
 from .gradient import Deconvolution, GuidedBackprop, InputXGradient, Saliency
 from .deeplift import DeepLift, DeepLiftShap
+from .ablation import FeatureAblation, FeaturePermutation
 from .integrated import IntegratedGradients
+from .lime import KernelShap, Lime, get_exp_kernel_similarity_function
 from .lrp import (
     LRP,
     AlphaBeta,
@@ -21,8 +23,20 @@ from .lrp import (
     ZPlus,
 )
 from .noise import GradientShap, NoiseTunnel
+from .occlusion import Occlusion
+from .rise import RISE
+from .shapley import ShapleyValues, ShapleyValueSampling
 
 __all__ = [
+    "FeatureAblation",
+    "FeaturePermutation",
+    "KernelShap",
+    "Lime",
+    "Occlusion",
+    "RISE",
+    "ShapleyValueSampling",
+    "ShapleyValues",
+    "get_exp_kernel_similarity_function",
     "LRP",
     "AlphaBeta",
     "Composite",

@@ -10,7 +10,6 @@ into attributions without further forward passes.
 
 from __future__ import annotations
 
-import numbers
 from typing import Callable
 
 import torch
@@ -18,6 +17,7 @@ from torch import Tensor
 
 from ..core.inputs import format_baselines, format_output
 from ..core.perturb import forward_rows
+from .seeding import make_generator, positive_int
 from .base import Attribution, take
 from .feature_mask import FeatureMask, format_feature_mask
 
@@ -71,31 +71,8 @@ def to_inputs(attributions, inputs, dtype) -> list[Tensor]:
     return [a.to(device=x.device, dtype=dtype) for a, x in zip(attributions, inputs)]
 
 
-def make_generator(generator, seed) -> torch.Generator | None:
-    """The random source of a sampling method: ``generator``, else a fresh one seeded
-    with ``seed``, else None (torch's global generator, as Captum)."""
-    if generator is not None and seed is not None:
-        raise ValueError("give generator or seed, not both")
-    if generator is not None:
-        if not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator; got {type(generator).__name__}")
-        return generator
-    if seed is not None:
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-            raise ValueError(f"seed must be an int; got {seed!r}")
-        return torch.Generator().manual_seed(int(seed))
-    return None
-
-
 def randperm(n: int, generator: torch.Generator | None) -> Tensor:
-    device = generator.device if generator is not None else "cpu"
-    return torch.randperm(n, generator=generator, device=device).cpu()
-
-
-def check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive int; got {value!r}")
-    return int(value)
+    return torch.randperm(n, generator=generator)
 
 
 class PerturbationAttribution(Attribution):

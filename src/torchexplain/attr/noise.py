@@ -16,6 +16,7 @@ from ..core.inputs import (
     format_output,
     validate_inputs,
 )
+from .seeding import positive_int
 from .base import Attribution, BaselineAttribution, RowTotals, example_major_rows, per_row, take
 
 NT_TYPES = ("smoothgrad", "smoothgrad_sq", "vargrad")
@@ -29,12 +30,6 @@ def _stdevs(stdevs, n_inputs: int) -> tuple[float, ...]:
         if isinstance(v, bool) or not isinstance(v, numbers.Real) or v < 0:
             raise ValueError(f"stdevs must be non-negative numbers; got {stdevs!r}")
     return tuple(float(v) for v in values)
-
-
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive int; got {value!r}")
-    return int(value)
 
 
 def _noise(x: Tensor, std: float, generator) -> Tensor:
@@ -89,8 +84,8 @@ class NoiseTunnel(Attribution):
             raise ValueError(f"nt_type must be one of {', '.join(NT_TYPES)}; got {nt_type!r}")
         inputs, is_tuple = as_tuple(inputs)
         n = validate_inputs(inputs)
-        nt_samples = _positive_int(nt_samples, "nt_samples")
-        batch = None if nt_samples_batch_size is None else _positive_int(nt_samples_batch_size, "nt_samples_batch_size")
+        nt_samples = positive_int(nt_samples, "nt_samples")
+        batch = None if nt_samples_batch_size is None else positive_int(nt_samples_batch_size, "nt_samples_batch_size")
         stds = _stdevs(stdevs, len(inputs))
         want_delta = bool(kwargs.get("return_convergence_delta", False))
         if want_delta and not self.has_convergence_delta():
@@ -177,7 +172,7 @@ class GradientShap(BaselineAttribution):
     ):
         inputs, is_tuple, adapter = self._prepare(inputs, target, additional_forward_args, forward_kwargs)
         baselines = format_baseline_distribution(baselines, inputs)
-        n_samples = _positive_int(n_samples, "n_samples")
+        n_samples = positive_int(n_samples, "n_samples")
         stds = _stdevs(stdevs, len(inputs))
         chunk = self._chunk(internal_batch_size)
         n = adapter.n

@@ -14,11 +14,10 @@ import torch
 from torch import Tensor
 
 from ..core.inputs import format_baselines, format_output
+from .seeding import make_generator, positive_int
 from .ablation import (
     PerturbationAttribution,
     block_values,
-    check_positive_int,
-    make_generator,
     randperm,
     result_dtype,
     rows_of,
@@ -64,7 +63,7 @@ class ShapleyValueSampling(PerturbationAttribution):
         generator: torch.Generator | None = None,
         seed: int | None = None,
     ):
-        n_samples = check_positive_int(n_samples, "n_samples")
+        n_samples = positive_int(n_samples, "n_samples")
         rng = make_generator(generator, seed)
         inputs, is_tuple, adapter, fm = self._setup(
             inputs, target, additional_forward_args, forward_kwargs, feature_mask
