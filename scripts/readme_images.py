@@ -20,10 +20,16 @@ def main() -> None:
     model, preprocess, names = models.load("digits")
     paths = [models.sample_images()[i] for i in (2, 5, 8)]
     x = torch.stack([preprocess(p) for p in paths])
-    result = torchexplain.explain(model, x, method=torchexplain.available_methods(), class_names=names,
-                                  mean=models.MEAN, std=models.STD)
+    families = {
+        "gradient_methods.png": ["saliency", "input_x_gradient", "integrated_gradients", "gradient_shap", "smoothgrad",
+                                 "guided_backprop", "deconvolution", "deeplift", "deeplift_shap", "lrp"],
+        "perturbation_methods.png": ["occlusion", "feature_ablation", "feature_permutation", "shapley_value_sampling",
+                                     "shapley_values", "kernel_shap", "lime", "rise"],
+    }
     OUT.mkdir(exist_ok=True)
-    (OUT / "gradient_methods.png").write_bytes(figure_png(result.plot()))
+    for filename, methods in families.items():
+        result = torchexplain.explain(model, x, method=methods, class_names=names, mean=models.MEAN, std=models.STD)
+        (OUT / filename).write_bytes(figure_png(result.plot()))
 
 
 if __name__ == "__main__":

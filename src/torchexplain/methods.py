@@ -17,6 +17,33 @@ def _zero_and_mean_baselines(x: Tensor) -> Tensor:
     return torch.cat([torch.zeros_like(x[:1]), x.mean(0, keepdim=True)])
 
 
+def _cells(x: Tensor, per_side: int) -> int:
+    return max(1, -(-min(x.shape[-2:]) // per_side))
+
+
+def _grid_mask(per_side: int) -> Callable[[Tensor], dict]:
+    """Image inputs get a grid of about ``per_side`` x ``per_side`` feature cells;
+    other inputs keep one feature per value."""
+
+    def defaults(x: Tensor) -> dict:
+        if x.dim() != 4:
+            return {}
+        from .masks import grid
+
+        return {"feature_mask": grid(x, _cells(x, per_side))}
+
+    return defaults
+
+
+def _occlusion_window(x: Tensor) -> dict:
+    """A window of about an eighth of the image side, sliding by half a window."""
+    if x.dim() != 4:
+        return {"sliding_window_shapes": (1,) * (x.dim() - 1)}
+    side = _cells(x, 8)
+    step = max(1, side // 2)
+    return {"sliding_window_shapes": (x.shape[1], side, side), "strides": (x.shape[1], step, step)}
+
+
 def _noise_level(x: Tensor) -> float:
     """SmoothGrad's suggestion: noise of about 15% of the input's range."""
     return float(0.15 * (x.max() - x.min()).clamp_min(1e-12))
@@ -63,6 +90,24 @@ for _spec in (
                defaults=lambda x: {"baselines": _zero_and_mean_baselines(x)},
                description="DeepLIFT averaged over a zero and a mean-image baseline"),
     MethodSpec("lrp", attr.LRP, aliases=("layerwise_relevance",), delta=True, description="LRP, epsilon rule"),
+    MethodSpec("occlusion", attr.Occlusion, defaults=_occlusion_window,
+               description="occlusion by a sliding zero window"),
+    MethodSpec("feature_ablation", attr.FeatureAblation, aliases=("ablation",), defaults=_grid_mask(8),
+               description="zeroing each cell of an 8x8 grid"),
+    MethodSpec("feature_permutation", attr.FeaturePermutation, aliases=("permutation",), defaults=_grid_mask(8),
+               description="permuting each grid cell across the batch (needs 2+ inputs)"),
+    MethodSpec("shapley_value_sampling", attr.ShapleyValueSampling, aliases=("shapley_sampling", "svs"),
+               defaults=lambda x: {**_grid_mask(8)(x), "n_samples": 4, "seed": 0},
+               description="Shapley values of 8x8 grid cells from 4 sampled orders"),
+    MethodSpec("shapley_values", attr.ShapleyValues, aliases=("shapley",), defaults=_grid_mask(3),
+               description="exact Shapley values of 3x3 grid cells"),
+    MethodSpec("kernel_shap", attr.KernelShap, aliases=("kernelshap",),
+               defaults=lambda x: {**_grid_mask(8)(x), "n_samples": 200, "seed": 0},
+               description="KernelSHAP over 8x8 grid cells, 200 samples"),
+    MethodSpec("lime", attr.Lime, defaults=lambda x: {**_grid_mask(8)(x), "n_samples": 200, "seed": 0},
+               description="LIME over 8x8 grid cells, 200 samples"),
+    MethodSpec("rise", attr.RISE, defaults=lambda x: {"n_masks": 500, "seed": 0},
+               description="RISE, 500 random masks"),
 ):
     register(_spec)
 
