@@ -18,13 +18,17 @@ class LoadError(ValueError):
     """A model, weights file or image that cannot be used; the message is one line."""
 
 
+class ImageNotFound(LoadError, FileNotFoundError):
+    """An image path that does not exist (both a LoadError and a FileNotFoundError)."""
+
+
 def load_image(path):
     """Open an image file with Pillow, fully decoded, or raise :class:`LoadError`."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     if not path.exists():
-        raise LoadError(f"image not found: {path}")
+        raise ImageNotFound(f"image not found: {path}")
     if not path.is_file():
         raise LoadError(f"not a file: {path}")
     try:

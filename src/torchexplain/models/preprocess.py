@@ -10,30 +10,17 @@ are uint8 (0..255) or uint16 (0..65535); float images must already lie in [0, 1]
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..loading import load_image
 from .digits import resize
 
 _LUMA = (0.299, 0.587, 0.114)
 _FORMS = "a PIL image, a path, a numpy array (H, W) or (H, W, C) or a torch tensor (H, W), (C, H, W) or (1, C, H, W)"
 # PIL modes read as arrays directly; every other mode is converted to RGB first
 _DIRECT_MODES = {"L", "LA", "RGB", "RGBA", "F", "I;16", "I;16L", "I;16B"}
-
-
-def _open(path: Path):
-    from PIL import Image, UnidentifiedImageError
-
-    if not path.is_file():
-        raise FileNotFoundError(f"image: no image file at {str(path)!r}")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return im.copy()
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"image: {str(path)!r} is not an image file PIL can read ({e})") from e
 
 
 def _pil_to_array(im) -> np.ndarray:
@@ -83,7 +70,7 @@ def to_gray01(image) -> torch.Tensor:
     from PIL import Image
 
     if isinstance(image, (str, os.PathLike)):
-        image = _open(Path(image))
+        image = load_image(image)
     if isinstance(image, Image.Image):
         image = _pil_to_array(image)
     if isinstance(image, np.ndarray):
