@@ -5,6 +5,8 @@ from .gradient import Deconvolution, GuidedBackprop, InputXGradient, Saliency
 from .deeplift import DeepLift, DeepLiftShap
 from .ablation import FeatureAblation, FeaturePermutation
 from .integrated import IntegratedGradients
+from .layer import LayerActivation, LayerGradCam, LayerGradientXActivation
+from .layer_base import LayerAttribution
 from .lime import KernelShap, Lime, get_exp_kernel_similarity_function
 from .lrp import (
     LRP,
@@ -28,6 +30,10 @@ from .rise import RISE
 from .shapley import ShapleyValues, ShapleyValueSampling
 
 __all__ = [
+    "LayerActivation",
+    "LayerAttribution",
+    "LayerGradCam",
+    "LayerGradientXActivation",
     "FeatureAblation",
     "FeaturePermutation",
     "KernelShap",

@@ -60,18 +60,22 @@ def row_gradients(
     internal_batch_size="auto",
     context: Callable[[], contextlib.AbstractContextManager] | None = None,
     score: Callable[[tuple, Tensor, Tensor], Tensor] | None = None,
+    wrt: Callable[[], Sequence[Tensor]] | None = None,
 ) -> None:
     """Evaluate gradients for rows ``0 .. n_rows-1``; row ``r`` explains example
     ``r % adapter.n``. ``build(rows, examples)`` makes the rows' inputs;
     ``consume(rows, examples, grads, scalars)`` folds their gradients into the result.
     ``context`` wraps each forward (e.g. backward rules); ``score(chunk, rows, examples)``
-    replaces ``adapter.scalars`` as the differentiated per-row scalar."""
+    replaces ``adapter.scalars`` as the differentiated per-row scalar. ``wrt()``, called
+    after each forward, gives the tensors to differentiate with respect to instead of
+    the inputs (e.g. a hidden layer's values); the inputs then need no gradient."""
     n = adapter.n
     score = score or (lambda chunk, rows, examples: adapter.scalars(chunk, examples))
     runner = RowRunner()
 
     def forward(chunk, rows, examples):
-        chunk = tuple(t.detach().requires_grad_(True) for t in chunk)
+        if wrt is None:
+            chunk = tuple(t.detach().requires_grad_(True) for t in chunk)
         with torch.enable_grad(), (context() if context else contextlib.nullcontext()):
             return chunk, score(chunk, rows, examples)
 
@@ -79,7 +83,7 @@ def row_gradients(
         rows = torch.arange(a, b)
         examples = rows % n
         chunk, scalars = runner.call(build(rows, examples), lambda chunk: forward(chunk, rows, examples))
-        grads = input_gradients(scalars, chunk)
+        grads = input_gradients(scalars, chunk if wrt is None else wrt())
         consume(rows, examples, grads, scalars.detach())
 
     evaluate_rows(n_rows, run, internal_batch_size, stats=runner.stats, probe_rows=8)

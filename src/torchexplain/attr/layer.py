@@ -1,0 +1,112 @@
+"""One-pass layer attributions: LayerActivation, LayerGradientXActivation, LayerGradCam."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..core.hooks.layers import resolve_layer
+from .base import take
+from .layer_base import LayerAttribution, layer_output
+
+
+class _PerLayer(LayerAttribution):
+    """A layer method that also accepts a list of layers (Captum's multi-layer form):
+    the result is then a list with one entry per layer."""
+
+    def __init__(self, forward_func, layer, device_ids=None, output_selector=None, layer_call=None):
+        layers = list(layer) if isinstance(layer, (list, tuple)) else [layer]
+        if not layers:
+            raise ValueError("layer must be a module, a module name, or a non-empty list of them")
+        super().__init__(forward_func, layers[0], device_ids, output_selector, layer_call)
+        self.layers = [self.layer] + [resolve_layer(forward_func, item) for item in layers[1:]]
+        self._many = isinstance(layer, (list, tuple))
+        if self._many:
+            self.layer = self.layers
+
+    def _each(self, fn):
+        """``fn(layer)`` for the single layer, or a list over the layers."""
+        results = []
+        for layer in self.layers:
+            saved, self.layer = self.layer, layer
+            try:
+                results.append(fn())
+            finally:
+                self.layer = saved
+        return results if self._many else results[0]
+
+
+class LayerActivation(_PerLayer):
+    """The layer's output (or input) for the inputs."""
+
+    def attribute(self, inputs, additional_forward_args=None, attribute_to_layer_input: bool = False,
+                  forward_kwargs=None):
+        inputs, _, adapter = self._prepare(inputs, None, additional_forward_args, forward_kwargs, floating=False)
+        with self._guard():
+            return self._each(lambda: layer_output(self._layer_values(adapter, inputs, to_input=attribute_to_layer_input)))
+
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        return True
+
+
+class LayerGradientXActivation(_PerLayer):
+    """The gradient of the target with respect to the layer times the layer's values
+    (the gradient alone with ``multiply_by_inputs=False``)."""
+
+    def __init__(self, forward_func, layer, device_ids=None, multiply_by_inputs: bool = True,
+                 output_selector=None, layer_call=None):
+        super().__init__(forward_func, layer, device_ids, output_selector, layer_call)
+        self._multiply_by_inputs = multiply_by_inputs
+
+    def attribute(self, inputs, target=None, additional_forward_args=None, attribute_to_layer_input: bool = False,
+                  forward_kwargs=None, internal_batch_size="auto"):
+        inputs, _, adapter = self._prepare(inputs, target, additional_forward_args, forward_kwargs, floating=False)
+        chunk = self._chunk(internal_batch_size)
+        with self._guard():
+            return self._each(lambda: layer_output(self._gradients_at_inputs(
+                adapter, inputs, attribute_to_layer_input, chunk,
+                (lambda g, v: g * v) if self._multiply_by_inputs else (lambda g, v: g),
+            )))
+
+    def _gradients_at_inputs(self, adapter, inputs, to_input, chunk, combine):
+        """``combine(gradient, value)`` of each layer tensor, per example."""
+        results: list[Tensor] = []
+
+        def build(rows, examples):
+            return tuple(take(x, examples) for x in inputs)
+
+        def consume(rows, examples, grads, values, scalars):
+            if not results:
+                results.extend(g.new_empty((adapter.n,) + g.shape[1:]) for g in grads)
+            for out, g, v in zip(results, grads, values):
+                out[rows.to(out.device)] = combine(g, v)
+
+        self._layer_gradients(adapter, adapter.n, build, consume, to_input=to_input, chunk=chunk)
+        return results
+
+
+class LayerGradCam(LayerGradientXActivation):
+    """Grad-CAM at a layer (Selvaraju et al. 2017), as Captum's LayerGradCam: the
+    layer's channels weighted by their spatially averaged gradients and summed over
+    channels (kept apart with ``attr_dim_summation=False``), optionally through a
+    ReLU. The result has the layer's resolution; see :meth:`interpolate`."""
+
+    def __init__(self, forward_func, layer, device_ids=None, output_selector=None, layer_call=None):
+        super().__init__(forward_func, layer, device_ids, True, output_selector, layer_call)
+        if self._many:
+            raise TypeError("LayerGradCam takes one layer; got a list")
+
+    def attribute(self, inputs, target=None, additional_forward_args=None, attribute_to_layer_input: bool = False,
+                  relu_attributions: bool = False, attr_dim_summation: bool = True, forward_kwargs=None,
+                  internal_batch_size="auto"):
+        inputs, _, adapter = self._prepare(inputs, target, additional_forward_args, forward_kwargs, floating=False)
+        chunk = self._chunk(internal_batch_size)
+
+        def combine(g: Tensor, v: Tensor) -> Tensor:
+            weights = g.mean(dim=tuple(range(2, g.dim())), keepdim=True) if g.dim() > 2 else g
+            cam = (weights * v).sum(1, keepdim=True) if attr_dim_summation else weights * v
+            return torch.relu(cam) if relu_attributions else cam
+
+        with self._guard():
+            return layer_output(self._gradients_at_inputs(adapter, inputs, attribute_to_layer_input, chunk, combine))
