@@ -5,7 +5,20 @@ from .gradient import Deconvolution, GuidedBackprop, InputXGradient, Saliency
 from .deeplift import DeepLift, DeepLiftShap
 from .ablation import FeatureAblation, FeaturePermutation
 from .integrated import IntegratedGradients
-from .layer import LayerActivation, LayerGradCam, LayerGradientXActivation
+from .layer import (
+    GuidedGradCam,
+    LayerActivation,
+    LayerFeatureAblation,
+    LayerGradCam,
+    LayerGradientXActivation,
+)
+from .layer_path import (
+    InternalInfluence,
+    LayerConductance,
+    LayerDeepLift,
+    LayerGradientShap,
+    LayerIntegratedGradients,
+)
 from .layer_base import LayerAttribution
 from .lime import KernelShap, Lime, get_exp_kernel_similarity_function
 from .lrp import (
@@ -30,7 +43,14 @@ from .rise import RISE
 from .shapley import ShapleyValues, ShapleyValueSampling
 
 __all__ = [
+    "GuidedGradCam",
+    "InternalInfluence",
     "LayerActivation",
+    "LayerConductance",
+    "LayerDeepLift",
+    "LayerFeatureAblation",
+    "LayerGradientShap",
+    "LayerIntegratedGradients",
     "LayerAttribution",
     "LayerGradCam",
     "LayerGradientXActivation",

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
+import torch
 
 METHODS = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre")
 
@@ -27,3 +30,12 @@ def approximation_parameters(method: str, n_steps: int) -> tuple[list[float], li
         "riemann_middle": (1 / (2 * n_steps), 1 - 1 / (2 * n_steps)),
     }[method]
     return sizes, list(np.linspace(lo, hi, n_steps))
+
+
+def path_tables(method: str, n_steps) -> tuple[torch.Tensor, torch.Tensor]:
+    """(step sizes, alphas) of ``method`` as float64 tensors, after checking that
+    ``n_steps`` is a positive int."""
+    if isinstance(n_steps, bool) or not isinstance(n_steps, numbers.Integral) or n_steps < 1:
+        raise ValueError(f"n_steps must be a positive int; got {n_steps!r}")
+    sizes, alphas = approximation_parameters(method, int(n_steps))
+    return torch.tensor(sizes, dtype=torch.float64), torch.tensor(alphas, dtype=torch.float64)

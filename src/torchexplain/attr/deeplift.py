@@ -17,6 +17,19 @@ from ..core.rules import Rescale
 from .base import BaselineAttribution, RowTotals, example_major_rows, take
 
 
+def paired_score(adapter, references):
+    """A row score that runs each chunk of rows together with its references, as one
+    batch ``[rows; references(rows)]`` (the rescale rule compares the two halves),
+    and explains the first half."""
+
+    def score(chunk_inputs, rows, examples):
+        both = tuple(torch.cat([x, r]) for x, r in zip(chunk_inputs, references(rows)))
+        out = adapter.outputs(both, torch.cat([examples, examples]))
+        return adapter.target.select(out[: len(rows)], examples)
+
+    return score
+
+
 class DeepLift(BaselineAttribution):
     """DeepLIFT, rescale rule. ``custom_attribution_func(multipliers, inputs,
     baselines)`` may replace ``multipliers * (inputs - baselines)``."""
@@ -60,11 +73,6 @@ class DeepLift(BaselineAttribution):
         def build(rows, examples):
             return tuple(take(x, examples) for x in inputs)
 
-        def score(chunk_inputs, rows, examples):
-            both = tuple(torch.cat([x, r]) for x, r in zip(chunk_inputs, references(rows)))
-            out = adapter.outputs(both, torch.cat([examples, examples]))
-            return adapter.target.select(out[: len(rows)], examples)
-
         def consume(rows, examples, grads, scalars):
             xs, refs = build(rows, examples), references(rows)
             if custom is not None:
@@ -79,7 +87,7 @@ class DeepLift(BaselineAttribution):
         rule = Rescale(self.eps)
         row_gradients(
             adapter, n * n_refs, build, consume,
-            internal_batch_size=chunk, context=lambda: FunctionRules(rule), score=score,
+            internal_batch_size=chunk, context=lambda: FunctionRules(rule), score=paired_score(adapter, references),
         )
         return totals
 

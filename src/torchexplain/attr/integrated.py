@@ -8,7 +8,7 @@ import torch
 
 from ..core.gradients import row_gradients
 from ..core.inputs import format_baselines, format_output
-from .approximation import approximation_parameters
+from .approximation import path_tables
 from .base import BaselineAttribution, per_row, row_sums, take
 
 
@@ -74,10 +74,8 @@ class IntegratedGradients(BaselineAttribution):
         return attributions, delta
 
     def _integrate(self, inputs, baselines, adapter, n_steps, method, chunk):
-        step_sizes, alphas = approximation_parameters(method, n_steps)
+        sizes_t, alphas_t = path_tables(method, n_steps)
         n = adapter.n
-        alphas_t = torch.tensor(alphas, dtype=torch.float64)
-        sizes_t = torch.tensor(step_sizes, dtype=torch.float64)
         totals = [torch.zeros_like(x) for x in inputs]
 
         def build(rows, examples):

@@ -148,6 +148,32 @@ class NoiseTunnel(Attribution):
         return inner
 
 
+class SampledPaths:
+    """GradientSHAP's random draws for ``n * n_samples`` rows (row ``r`` explains
+    example ``r % n``): each row has its noisy input (the path's end), a baseline row
+    drawn from the distribution (its start) and a point ``alpha`` on the path. Every
+    draw happens up front, so results do not depend on chunking."""
+
+    def __init__(self, inputs, baselines, n_samples: int, stds, generator):
+        n_rows = inputs[0].shape[0] * n_samples
+        self.inputs, self.baselines = inputs, baselines
+        self.picks = torch.randint(baselines[0].shape[0], (n_rows,), generator=generator)
+        self.alphas = torch.rand(n_rows, generator=generator, dtype=torch.float64)
+        self.noise = [
+            None if s == 0 else _noise(x.repeat(n_samples, *([1] * (x.dim() - 1))), s, generator)
+            for x, s in zip(inputs, stds)
+        ]
+
+    def ends(self, rows, examples):
+        return [take(x, examples) if e is None else take(x, examples) + take(e, rows) for x, e in zip(self.inputs, self.noise)]
+
+    def starts(self, rows):
+        return [take(b, self.picks[rows]) for b in self.baselines]
+
+    def points(self, rows, examples):
+        return [s + per_row(self.alphas, rows, s) * (e - s) for e, s in zip(self.ends(rows, examples), self.starts(rows))]
+
+
 class GradientShap(BaselineAttribution):
     """GradientSHAP (Lundberg & Lee 2017): expected gradients between the inputs
     (plus Gaussian noise of ``stdevs``) and baselines drawn at random from a
@@ -177,20 +203,9 @@ class GradientShap(BaselineAttribution):
         chunk = self._chunk(internal_batch_size)
         n = adapter.n
         n_rows = n * n_samples
-        # every random draw happens up front, so results do not depend on chunking
-        picks = torch.randint(baselines[0].shape[0], (n_rows,), generator=generator)
-        alphas = torch.rand(n_rows, generator=generator, dtype=torch.float64)
-        noise = [None if s == 0 else _noise(x.repeat(n_samples, *([1] * (x.dim() - 1))), s, generator) for x, s in zip(inputs, stds)]
+        paths = SampledPaths(inputs, baselines, n_samples, stds, generator)
+        ends, starts = paths.ends, paths.starts
         totals = RowTotals(inputs, n_rows)
-
-        def ends(rows, examples):
-            return [take(x, examples) if e is None else take(x, examples) + take(e, rows) for x, e in zip(inputs, noise)]
-
-        def starts(rows):
-            return [take(b, picks[rows]) for b in baselines]
-
-        def build(rows, examples):
-            return [s + per_row(alphas, rows, s) * (e - s) for e, s in zip(ends(rows, examples), starts(rows))]
 
         def consume(rows, examples, grads, scalars):
             if self._multiply_by_inputs:
@@ -198,7 +213,7 @@ class GradientShap(BaselineAttribution):
             totals.add(rows, examples, grads)
 
         with self._guard():
-            row_gradients(adapter, n_rows, build, consume, internal_batch_size=chunk)
+            row_gradients(adapter, n_rows, paths.points, consume, internal_batch_size=chunk)
             attributions = [s / n_samples for s in totals.sums]
             delta = None
             if return_convergence_delta:
