@@ -37,12 +37,34 @@ from .lrp import (
     ZBox,
     ZPlus,
 )
+from .neuron import (
+    NeuronAttribution,
+    NeuronConductance,
+    NeuronDeconvolution,
+    NeuronDeepLift,
+    NeuronDeepLiftShap,
+    NeuronFeatureAblation,
+    NeuronGradient,
+    NeuronGradientShap,
+    NeuronGuidedBackprop,
+    NeuronIntegratedGradients,
+)
 from .noise import GradientShap, NoiseTunnel
 from .occlusion import Occlusion
 from .rise import RISE
 from .shapley import ShapleyValues, ShapleyValueSampling
 
 __all__ = [
+    "NeuronAttribution",
+    "NeuronConductance",
+    "NeuronDeconvolution",
+    "NeuronDeepLift",
+    "NeuronDeepLiftShap",
+    "NeuronFeatureAblation",
+    "NeuronGradient",
+    "NeuronGradientShap",
+    "NeuronGuidedBackprop",
+    "NeuronIntegratedGradients",
     "GuidedGradCam",
     "InternalInfluence",
     "LayerActivation",

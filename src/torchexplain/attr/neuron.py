@@ -1,0 +1,320 @@
+"""Neuron attributions: how each input feature moves one neuron (or a group of
+neurons) of a hidden layer, with Captum's names, arguments and return forms.
+
+``neuron_selector`` picks the neuron from the layer's output (or input, with
+``attribute_to_neuron_input=True``):
+
+* an int, for a layer with one non-batch dimension;
+* a tuple with one int or slice per non-batch dimension; slices select a group of
+  neurons whose values are summed, as in Captum;
+* a callable ``layer values -> one value per example`` (the layer's tensor, or the
+  tuple of its tensors when it has several).
+
+Each method is the matching input method applied to the *neuron function*
+``x -> selected neuron value of each example``: the layer's values are read through a
+:class:`~torchexplain.core.hooks.layers.LayerTap` snapshot, which stays on the inputs'
+autograd graph and which an in-place operation after the layer cannot change. So
+every expanded row (steps, samples, references, ablations) runs through the same
+chunked evaluators as the input methods, and activation rules (guided, rescale) apply
+to every ReLU and max-pool the model computes, reused and functional ones included.
+A layer that runs more than once per forward pass needs ``layer_call`` (the run to
+read); without it a clear error is raised.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from ..core.forward import ForwardAdapter
+from ..core.hooks.layers import LayerTap
+from ..core.inputs import format_baselines, format_output
+from .ablation import FeatureAblation
+from .deeplift import DeepLift, DeepLiftShap
+from .gradient import Deconvolution, GuidedBackprop, Saliency
+from .integrated import IntegratedGradients
+from .layer_base import LayerAttribution
+from .noise import GradientShap
+from .seeding import positive_int
+
+SELECTOR_FORMS = "an int, a tuple of ints and slices, or a callable (layer values -> one value per example)"
+
+
+def check_neuron_selector(selector):
+    """``selector`` as a callable or a tuple of ints and slices; a TypeError or
+    ValueError naming ``neuron_selector`` otherwise."""
+    if callable(selector) and not isinstance(selector, Tensor):
+        return selector
+    items = selector if isinstance(selector, tuple) else (selector,)
+    for item in items:
+        if isinstance(item, slice):
+            if not all(v is None or (isinstance(v, numbers.Integral) and not isinstance(v, bool))
+                       for v in (item.start, item.stop, item.step)):
+                raise TypeError(f"neuron_selector slices must have int bounds; got {item!r}")
+            if item.step is not None and item.step < 1:
+                raise ValueError(f"neuron_selector slices must have a positive step; got {item!r}")
+        elif isinstance(item, bool) or not isinstance(item, numbers.Integral):
+            raise TypeError(f"neuron_selector must be {SELECTOR_FORMS}; got {selector!r}")
+    if not items:
+        raise ValueError("neuron_selector must not be an empty tuple")
+    return tuple(i if isinstance(i, slice) else int(i) for i in items)
+
+
+def select_neuron(selector, values: tuple[Tensor, ...], n_rows: int) -> Tensor:
+    """The selected neuron's value (a group's sum) for each of ``n_rows`` rows of the
+    layer's ``values``; ``selector`` is checked by :func:`check_neuron_selector`."""
+    if callable(selector):
+        picked = selector(values[0] if len(values) == 1 else values)
+        if not isinstance(picked, Tensor) or picked.numel() != n_rows:
+            got = f"shape {tuple(picked.shape)}" if isinstance(picked, Tensor) else type(picked).__name__
+            raise ValueError(
+                f"neuron_selector (a callable) must return one value per example: {n_rows} values for "
+                f"{n_rows} rows; got {got}"
+            )
+        return picked.reshape(n_rows)
+    if len(values) > 1:
+        raise ValueError(
+            f"neuron_selector: the layer has {len(values)} tensors, so an index cannot say which to read; "
+            "pass a callable that takes the tuple of tensors"
+        )
+    value = values[0]
+    dims = tuple(value.shape[1:])
+    if len(selector) != len(dims):
+        raise ValueError(
+            f"neuron_selector has {len(selector)} index(es) but the layer's values have {len(dims)} non-batch "
+            f"dimension(s) (per-example shape {dims}); give one int or slice per dimension, or a callable"
+        )
+    for j, (index, size) in enumerate(zip(selector, dims)):
+        if isinstance(index, slice):
+            if not range(*index.indices(size)):
+                raise ValueError(f"neuron_selector slice {index!r} selects no neuron of dimension {j + 1} (size {size})")
+        elif not -size <= index < size:
+            raise ValueError(
+                f"neuron_selector index {index} is out of range for dimension {j + 1} (size {size}) of the "
+                f"layer's values (per-example shape {dims})"
+            )
+    return value[(slice(None),) + selector].reshape(n_rows, -1).sum(1)
+
+
+class NeuronFunction(nn.Module):
+    """``forward_func`` reduced to the selected neuron's value of each row. A module
+    (holding the model as its child), so the evaluators see the model's parameters."""
+
+    def __init__(self, forward_func: Callable, tap: LayerTap, selector):
+        super().__init__()
+        self.forward_func = forward_func
+        self.tap = tap
+        self.selector = selector
+
+    def forward(self, *args, **kwargs) -> Tensor:
+        with self.tap.recording() as record:
+            self.forward_func(*args, **kwargs)
+        return select_neuron(self.selector, record.values, args[0].shape[0])
+
+
+class NeuronAttribution(LayerAttribution):
+    """Base of the neuron methods: ``Method(forward_func, layer, ...)`` with the layer a
+    module or its dotted name; ``layer_call`` picks the run of a reused layer.
+    ``device_ids`` is accepted for Captum compatibility."""
+
+    def __init__(self, forward_func, layer, device_ids=None, *, output_selector=None, layer_call: int | None = None):
+        super().__init__(forward_func, layer, device_ids, output_selector, layer_call)
+
+    def _neuron(self, neuron_selector, attribute_to_neuron_input: bool) -> NeuronFunction:
+        selector = check_neuron_selector(neuron_selector)
+        return NeuronFunction(self.forward_func, self._tap(bool(attribute_to_neuron_input)), selector)
+
+    def _through(self, make: Callable, inputs, neuron_selector, attribute_to_neuron_input, **kwargs):
+        """``make(neuron function).attribute(inputs, **kwargs)``; the input method
+        guards the neuron function, so the model it holds."""
+        return make(self._neuron(neuron_selector, attribute_to_neuron_input)).attribute(inputs, **kwargs)
+
+
+class _Multiplying(NeuronAttribution):
+    """A neuron method with Captum's ``multiply_by_inputs`` switch."""
+
+    def __init__(self, forward_func, layer, device_ids=None, multiply_by_inputs: bool = True, *,
+                 output_selector=None, layer_call: int | None = None):
+        super().__init__(forward_func, layer, device_ids, output_selector=output_selector, layer_call=layer_call)
+        self._multiply_by_inputs = multiply_by_inputs
+
+
+class NeuronGradient(NeuronAttribution):
+    """The gradient of the neuron's value with respect to the inputs."""
+
+    def attribute(self, inputs, neuron_selector, additional_forward_args=None,
+                  attribute_to_neuron_input: bool = False, forward_kwargs=None):
+        return self._through(
+            Saliency, inputs, neuron_selector, attribute_to_neuron_input,
+            abs=False, additional_forward_args=additional_forward_args, forward_kwargs=forward_kwargs,
+        )
+
+
+class NeuronGuidedBackprop(NeuronAttribution):
+    """Guided backpropagation from the neuron: only positive gradients pass back
+    through the ReLUs below it, and only where they were active."""
+
+    _method = GuidedBackprop
+
+    def attribute(self, inputs, neuron_selector, additional_forward_args=None,
+                  attribute_to_neuron_input: bool = False, forward_kwargs=None):
+        return self._through(
+            self._method, inputs, neuron_selector, attribute_to_neuron_input,
+            additional_forward_args=additional_forward_args, forward_kwargs=forward_kwargs,
+        )
+
+
+class NeuronDeconvolution(NeuronGuidedBackprop):
+    """Deconvolution from the neuron: the ReLUs below it pass back positive gradients,
+    whatever their input."""
+
+    _method = Deconvolution
+
+
+class NeuronIntegratedGradients(_Multiplying):
+    """Integrated gradients of the neuron's value along the straight path from the
+    baselines to the inputs (Gauss-Legendre quadrature by default, as Captum)."""
+
+    def attribute(self, inputs, neuron_selector, baselines=None, additional_forward_args=None, n_steps: int = 50,
+                  method: str = "gausslegendre", internal_batch_size="auto",
+                  attribute_to_neuron_input: bool = False, forward_kwargs=None):
+        return self._through(
+            lambda f: IntegratedGradients(f, self._multiply_by_inputs), inputs, neuron_selector,
+            attribute_to_neuron_input, baselines=baselines, additional_forward_args=additional_forward_args,
+            n_steps=n_steps, method=method, internal_batch_size=internal_batch_size, forward_kwargs=forward_kwargs,
+        )
+
+
+class NeuronDeepLift(_Multiplying):
+    """DeepLIFT (rescale rule) of the neuron's value: inputs and baselines run as one
+    batch and every ReLU and max-pool below the neuron passes back rescaled
+    multipliers, so the attributions sum to ``neuron(x) - neuron(x0)`` on ReLU /
+    max-pool / eval-BatchNorm networks."""
+
+    _method = DeepLift
+
+    def __init__(self, model, layer, multiply_by_inputs: bool = True, eps: float = 1e-10, *,
+                 layer_call: int | None = None):
+        super().__init__(model, layer, None, multiply_by_inputs, layer_call=layer_call)
+        self.eps = eps
+
+    def attribute(self, inputs, neuron_selector, baselines=None, additional_forward_args=None,
+                  attribute_to_neuron_input: bool = False, custom_attribution_func=None, forward_kwargs=None,
+                  internal_batch_size="auto"):
+        return self._through(
+            lambda f: self._method(f, self._multiply_by_inputs, self.eps), inputs, neuron_selector,
+            attribute_to_neuron_input, baselines=baselines, additional_forward_args=additional_forward_args,
+            custom_attribution_func=custom_attribution_func, forward_kwargs=forward_kwargs,
+            internal_batch_size=internal_batch_size,
+        )
+
+
+class NeuronDeepLiftShap(NeuronDeepLift):
+    """DeepLIFT of the neuron against each row of a baseline distribution, averaged."""
+
+    _method = DeepLiftShap
+
+    def attribute(self, inputs, neuron_selector, baselines, additional_forward_args=None,  # type: ignore[override]
+                  attribute_to_neuron_input: bool = False, custom_attribution_func=None, forward_kwargs=None,
+                  internal_batch_size="auto"):
+        return super().attribute(
+            inputs, neuron_selector, baselines, additional_forward_args, attribute_to_neuron_input,
+            custom_attribution_func, forward_kwargs, internal_batch_size,
+        )
+
+
+class NeuronGradientShap(_Multiplying):
+    """GradientSHAP of the neuron's value: gradients at random points between noisy
+    inputs and rows of a baseline distribution, times the difference. ``generator``
+    (beyond Captum) makes the draws reproducible."""
+
+    def attribute(self, inputs, neuron_selector, baselines, n_samples: int = 5, stdevs=0.0,
+                  additional_forward_args=None, attribute_to_neuron_input: bool = False, forward_kwargs=None,
+                  internal_batch_size="auto", generator: torch.Generator | None = None):
+        return self._through(
+            lambda f: GradientShap(f, self._multiply_by_inputs), inputs, neuron_selector, attribute_to_neuron_input,
+            baselines=baselines, n_samples=n_samples, stdevs=stdevs, additional_forward_args=additional_forward_args,
+            forward_kwargs=forward_kwargs, internal_batch_size=internal_batch_size, generator=generator,
+        )
+
+
+class NeuronFeatureAblation(NeuronAttribution):
+    """Feature ablation of the neuron's value: each feature (a ``feature_mask`` group,
+    every scalar by default) is replaced by its baseline and its attribution is the
+    drop in the neuron's value. Ablations run batched (``perturbations_per_eval``)."""
+
+    def attribute(self, inputs, neuron_selector, baselines=None, additional_forward_args=None, feature_mask=None,
+                  attribute_to_neuron_input: bool = False, perturbations_per_eval="auto",
+                  show_progress: bool = False, forward_kwargs=None):
+        return self._through(
+            FeatureAblation, inputs, neuron_selector, attribute_to_neuron_input,
+            baselines=baselines, additional_forward_args=additional_forward_args, feature_mask=feature_mask,
+            perturbations_per_eval=perturbations_per_eval, show_progress=show_progress,
+            forward_kwargs=forward_kwargs,
+        )
+
+
+class ConductanceAdapter(ForwardAdapter):
+    """An adapter whose per-row scalar has the conductance through the neuron as its
+    input gradient: ``sum_j w_j * (dF/dv_j) * v_j``, with ``dF/dv`` (the gradient of
+    the target output with respect to the layer) and ``w = d selection / dv`` held
+    constant, so only the layer values ``v`` carry the inputs' gradient. ``w`` is the
+    0/1 mask of the selected neurons for an index selector, the callable's gradient
+    otherwise. One backward pass through the model per chunk, as for the inputs."""
+
+    def __init__(self, adapter: ForwardAdapter, tap: LayerTap, selector, grad_kwargs=None):
+        super().__init__(adapter.forward_func, adapter.n, adapter.target, adapter.args, adapter.kwargs,
+                         adapter.output_selector)
+        self.tap = tap
+        self.selector = selector
+        self.grad_kwargs = dict(grad_kwargs or {})
+        self.grad_kwargs["retain_graph"] = True
+
+    def scalars(self, inputs, examples) -> Tensor:
+        with self.tap.recording(grad=True) as record:
+            out = super().scalars(inputs, examples)
+        values = record.values
+        grads = torch.autograd.grad(out.sum(), values, allow_unused=True, **self.grad_kwargs)
+        if any(g is None for g in grads):
+            raise ValueError(f"the model output does not depend on layer {self.tap.name!r} (its gradient is None)")
+        probe = tuple(v.detach().requires_grad_() for v in values)
+        with torch.enable_grad():
+            picked = select_neuron(self.selector, probe, len(out))
+        if not picked.requires_grad:
+            raise ValueError("neuron_selector (a callable) must compute its values from the layer's values")
+        weights = torch.autograd.grad(picked.sum(), probe, allow_unused=True)
+        total = 0
+        for v, g, w in zip(values, grads, weights):
+            if w is not None:
+                total = total + (w * g.detach() * v).reshape(len(out), -1).sum(1)
+        return total
+
+
+class NeuronConductance(_Multiplying):
+    """Conductance of the neuron (Dhamdhere et al. 2018): the flow of the target
+    output's integrated gradients through the neuron, ``(x - x0) * integral of
+    dF/dv * dv/dx`` along the straight path (``riemann_trapezoid`` by default, as
+    Captum). A slice, or a callable linear in the layer's values (a selection, a sum,
+    a weighted sum), gives the same combination of the single neurons' conductances;
+    Captum instead multiplies the selection of the output gradients by the gradient
+    of the selection, which differs for groups. A nonlinear callable is linearised
+    at each point of the path (its gradient weights the neurons).
+    ``output_selector`` (beyond Captum) picks the explained output of a model that
+    returns a tuple or dict."""
+
+    def attribute(self, inputs, neuron_selector, baselines=None, target=None, additional_forward_args=None,
+                  n_steps: int = 50, method: str = "riemann_trapezoid", internal_batch_size="auto",
+                  attribute_to_neuron_input: bool = False, grad_kwargs=None, forward_kwargs=None):
+        neuron = self._neuron(neuron_selector, attribute_to_neuron_input)
+        inputs, is_tuple, adapter = self._prepare(inputs, target, additional_forward_args, forward_kwargs)
+        baselines = format_baselines(baselines, inputs)
+        n_steps = positive_int(n_steps, "n_steps")
+        chunk = self._chunk(internal_batch_size)
+        scores = ConductanceAdapter(adapter, neuron.tap, neuron.selector, grad_kwargs)
+        integrator = IntegratedGradients(self.forward_func, self._multiply_by_inputs)
+        with self._guard():
+            attributions = integrator._integrate(inputs, baselines, scores, n_steps, method, chunk)
+        return format_output(is_tuple, attributions)
