@@ -42,6 +42,7 @@ GS_BASELINE_ROWS = 10
 GS_SAMPLES = 5
 NT_SAMPLES = 5
 DLS_BASELINE_ROWS = 5
+LAYER = "layer2"  # the layer of the layer methods
 
 
 # --------------------------------------------------------------------------- machine
@@ -154,6 +155,10 @@ def _simple(name: str) -> Callable:
     return lambda lib, model: getattr(lib, name)(model)
 
 
+def _at_layer(name: str) -> Callable:
+    return lambda lib, model: getattr(lib, name)(model, getattr(model, LAYER))
+
+
 METHODS = [
     Method("Saliency", ("Saliency",), _simple("Saliency"), _plain, lambda n: n),
     Method("InputXGradient", ("InputXGradient",), _simple("InputXGradient"), _plain, lambda n: n),
@@ -178,6 +183,14 @@ METHODS = [
         lambda n: 2 * DLS_BASELINE_ROWS * n, f"{DLS_BASELINE_ROWS} baseline rows",
     ),
     Method("LRP", ("LRP",), _simple("LRP"), _plain, lambda n: n),
+    Method(
+        f"LayerIntegratedGradients({LAYER})", ("LayerIntegratedGradients",), _at_layer("LayerIntegratedGradients"),
+        _ig, lambda n: IG_STEPS * n, f"n_steps={IG_STEPS}, gausslegendre",
+    ),
+    Method(
+        f"LayerConductance({LAYER})", ("LayerConductance",), _at_layer("LayerConductance"),
+        _ig, lambda n: (IG_STEPS + 1) * n, f"n_steps={IG_STEPS}, gausslegendre",
+    ),
 ]
 
 

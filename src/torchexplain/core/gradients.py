@@ -11,6 +11,7 @@ from torch import Tensor
 from .. import config
 from .batching import evaluate_rows
 from .forward import ForwardAdapter
+from .hooks.model import frozen_parameters
 
 Build = Callable[[Tensor, Tensor], Sequence[Tensor]]
 Consume = Callable[[Tensor, Tensor, tuple, Tensor], None]
@@ -86,7 +87,8 @@ def row_gradients(
         grads = input_gradients(scalars, chunk if wrt is None else wrt())
         consume(rows, examples, grads, scalars.detach())
 
-    evaluate_rows(n_rows, run, internal_batch_size, stats=runner.stats, probe_rows=8)
+    with frozen_parameters(adapter.forward_func):
+        evaluate_rows(n_rows, run, internal_batch_size, stats=runner.stats, probe_rows=8)
 
 
 class RowRunner:

@@ -62,3 +62,19 @@ def module_hooks(registrations: Iterable[tuple[nn.Module, str, Callable]]):
     finally:
         for h in handles:
             h.remove()
+
+
+@contextlib.contextmanager
+def frozen_parameters(model):
+    """Parameters of ``model`` (when it is a module) stop requiring grad inside the
+    block: attributions never need weight gradients, and without them autograd saves
+    nothing for the layers that lie between the inputs and what is differentiated.
+    The flags are restored on exit."""
+    params = [p for p in model.parameters() if p.requires_grad] if isinstance(model, nn.Module) else []
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
