@@ -54,6 +54,11 @@ def test_demo_writes_a_report_with_every_method(tmp_path):
     parser.feed((tmp_path / "demo" / "report.html").read_text())
     assert parser.alts == ["inputs", *available()]
     assert "http" not in (tmp_path / "demo" / "report.html").read_text().split("<body>")[1]
+    # the neural-backed decision tree of the digits: a line per digit, a linked page
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("digit_") and "// Decisions:" in line]
+    assert len(lines) == 10 and all(line.startswith(f"digit_{d}: Prediction: {d} //") for d, line in enumerate(lines))
+    assert 'href="nbdt.html"' in (tmp_path / "demo" / "report.html").read_text()
+    assert (tmp_path / "demo" / "nbdt.html").read_text().count("<svg") == 10
 
 
 def test_explain_digits(tmp_path, digit):
@@ -109,3 +114,24 @@ def test_existing_files_are_kept_without_overwrite(tmp_path, digit):
     assert (tmp_path / "report.html").read_text() == "mine"
     proc = run("explain", digit, "--model", "digits", "--method", "saliency", "--out", tmp_path, "--quiet", "--overwrite")
     assert proc.returncode == 0 and (tmp_path / "report.html").read_text() != "mine"
+
+
+def test_nbdt_prints_the_seed_format_and_writes_the_tree(tmp_path, digit):
+    from torchexplain import models
+
+    eight = models.sample_images()[8]
+    proc = run("nbdt", digit, eight, "--model", "digits", "--html", tmp_path / "tree.html",
+               "--save-tree", tmp_path / "tree.json")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("Prediction: 3 // Decisions: ") and lines[1].startswith("Prediction: 8 // Decisions: ")
+    assert lines[0].endswith("3 (99.68%)")  # the leaf is the last decision
+    assert (tmp_path / "tree.html").read_text().count("<svg") == 2
+    hard = run("nbdt", digit, "--model", "digits", "--tree", tmp_path / "tree.json", "--hard")
+    assert hard.returncode == 0 and hard.stdout.startswith("Prediction: 3 // Decisions: "), hard.stderr
+    (tmp_path / "bad.json").write_text('{"name": "root", "children": [{"name": "0"}, {"name": "1"}]}')
+    one_line_error(run("nbdt", digit, "--model", "digits", "--tree", tmp_path / "bad.json"), 1,
+                   "the tree has no leaf for classes [2, 3, 4, 5, 6, 7, 8, 9]")
+    one_line_error(run("nbdt", digit, "--model", "digits", "--html", tmp_path / "tree.html"), 1,
+                   "already exists; pass --overwrite")

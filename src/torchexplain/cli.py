@@ -1,4 +1,4 @@
-"""The ``torchexplain`` command: ``demo`` and ``explain``.
+"""The ``torchexplain`` command: ``demo``, ``explain`` and ``nbdt``.
 
 Exit status: 0 on success, 2 on usage errors, 1 on runtime failures; errors are one
 line on stderr, never a traceback."""
@@ -26,20 +26,31 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--method", default="all", help="comma-separated method names, or 'all' (default)")
     _common(demo)
     ex = sub.add_parser("explain", help="explain images with a model")
-    ex.add_argument("images", nargs="+", metavar="IMAGE")
-    ex.add_argument("--model", required=True, metavar="SPEC",
-                    help="digits | torchvision:NAME | a TorchScript file | package.module:factory")
-    ex.add_argument("--weights", help="a state-dict file, or a torchvision weights name (downloads, if online)")
+    _model_options(ex)
     ex.add_argument("--method", default="integrated_gradients", help="comma-separated method names, or 'all'")
     ex.add_argument("--target", default="top1", help="top1 | topk:K | class index | class name")
-    ex.add_argument("--labels", help="file with one class name per line")
-    ex.add_argument("--size", type=int, help="resize images to SIZE x SIZE (default: the model's)")
-    ex.add_argument("--mean", type=float, nargs="+", help="per-channel normalisation mean")
-    ex.add_argument("--std", type=float, nargs="+", help="per-channel normalisation std")
     ex.add_argument("--out", default="torchexplain-out", help="output directory (default: torchexplain-out)")
-    ex.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     _common(ex)
+    tree = sub.add_parser("nbdt", help="classify images with a neural-backed decision tree and print its decisions")
+    _model_options(tree)
+    tree.add_argument("--tree", metavar="JSON", help="a hierarchy JSON file (default: induced from the final linear layer)")
+    tree.add_argument("--hard", action="store_true", help="hard (greedy) inference instead of soft")
+    tree.add_argument("--html", metavar="FILE", help="write the tree with each image's decisions to this HTML file")
+    tree.add_argument("--save-tree", metavar="JSON", help="write the hierarchy used to this JSON file")
+    tree.add_argument("--overwrite", action="store_true", help="replace files that already exist")
     return p
+
+
+def _model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--model", required=True, metavar="SPEC",
+                   help="digits | torchvision:NAME | a TorchScript file | package.module:factory")
+    p.add_argument("--weights", help="a state-dict file, or a torchvision weights name (downloads, if online)")
+    p.add_argument("--labels", help="file with one class name per line")
+    p.add_argument("--size", type=int, help="resize images to SIZE x SIZE (default: the model's)")
+    p.add_argument("--mean", type=float, nargs="+", help="per-channel normalisation mean")
+    p.add_argument("--std", type=float, nargs="+", help="per-channel normalisation std")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -81,7 +92,7 @@ def _out_dir(path: str, files: list[str], overwrite: bool) -> Path:
 def _prepare_out(path: str, methods: list[str], overwrite: bool) -> Path:
     """Check the output directory before any work: creatable, writable, and holding
     none of the files to be written unless ``--overwrite``."""
-    names = ["report.html", "explanation.json", "all_methods.png", "inputs.png"]
+    names = ["report.html", "explanation.json", "all_methods.png", "inputs.png", "nbdt.html"]
     names += [f"{m}{ext}" for m in methods for ext in (".png", ".npy")]
     return _out_dir(path, names, overwrite)
 
@@ -120,11 +131,32 @@ def _demo(args) -> Path:
     result = explain(model, x, method=methods, class_names=names, mean=models.MEAN, std=models.STD,
                      show_progress=not args.quiet)
     report = _write(result, out, "torchexplain demo: digits")
+    hierarchy, lines, decisions = _tree_decisions(model, x, names)
+    _add_tree(report, out / "nbdt.html", hierarchy, [(p.stem, d) for p, d in zip(paths, decisions)])
     if not args.quiet:
         print(_table(result, [p.stem for p in paths]))
+        print("\nneural-backed decision tree (soft inference, hierarchy induced from the final layer):")
+        print("\n".join(f"{p.stem}: {line}" for p, line in zip(paths, lines)))
         print(f"explained {len(paths)} digits with {len(methods)} methods in {time.perf_counter() - start:.1f} s")
         print(f"report: {report}")
     return report
+
+
+def _add_tree(report: Path, page: Path, hierarchy, rows) -> None:
+    """Write the tree page and link it, with each image's decisions, from the report."""
+    import html
+
+    from .nbdt.render import trees_html
+
+    page.write_text(trees_html(hierarchy, rows, "torchexplain demo: neural-backed decision tree"))
+    items = "".join(
+        f"<li>{html.escape(name)}: " + " &rarr; ".join(f"{html.escape(d['name'])} ({100 * d['prob']:.1f}%)" for d in steps)
+        + "</li>" for name, steps in rows
+    )
+    section = (f'<h2>Neural-backed decision tree</h2><p><a href="{page.name}">The tree</a>, induced from the final '
+               f"layer; each digit's decisions (soft inference):</p><ul>{items}</ul>")
+    text = report.read_text()
+    report.write_text(text.replace("</body>", section + "</body>") if "</body>" in text else text + section)
 
 
 def _labels(path: str) -> list[str]:
@@ -134,13 +166,13 @@ def _labels(path: str) -> list[str]:
         raise RuntimeError(f"cannot read labels file {path}: {err.strerror}") from None
 
 
-def _explain(args) -> Path:
+def _model_and_images(args):
+    """The model, its class names, the normalised image batch and (mean, std), from
+    the options shared by ``explain`` and ``nbdt``."""
     import torch
 
-    from .api import explain
     from .loading import image_transform, load_image, load_model
 
-    methods = _methods(args.method)
     if (args.mean is None) != (args.std is None):
         raise UsageError("--mean and --std go together")
     if args.size is not None and args.size < 1:
@@ -148,13 +180,21 @@ def _explain(args) -> Path:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda was asked for but CUDA is not available")
     images = [load_image(p) for p in args.images]
-    out = _prepare_out(args.out, methods, args.overwrite)
     model, names, (size, mean, std, mode) = load_model(args.model, args.weights, args.device)
     if args.labels:
         names = _labels(args.labels)
     mean, std = (args.mean, args.std) if args.mean is not None else (mean, std)
     transform = image_transform(args.size or size, mean, std, mode)
     x = torch.stack([transform(im) for im in images]).to(args.device)
+    return model, names, x, (mean, std)
+
+
+def _explain(args) -> Path:
+    from .api import explain
+
+    methods = _methods(args.method)
+    out = _prepare_out(args.out, methods, args.overwrite)
+    model, names, x, (mean, std) = _model_and_images(args)
     result = explain(model, x, method=methods, target=_target(args.target), class_names=names,
                      mean=mean, std=std, show_progress=not args.quiet)
     report = _write(result, out, f"torchexplain: {args.model}")
@@ -164,10 +204,41 @@ def _explain(args) -> Path:
     return report
 
 
+def _tree_decisions(model, x, names, tree=None, hard: bool = False):
+    """(hierarchy, one seed-format line per image, per-image decisions)."""
+    import torch
+
+    from .nbdt import HardNBDT, Hierarchy, SoftNBDT, decision_line, induce_hierarchy
+
+    hierarchy = Hierarchy.from_json(tree, names) if tree else induce_hierarchy(model, names)
+    with torch.no_grad():
+        probs, decisions = (HardNBDT if hard else SoftNBDT)(model, hierarchy).forward_with_decisions(x)
+    lines = [decision_line(hierarchy.class_names, int(p.argmax()), d) for p, d in zip(probs, decisions)]
+    return hierarchy, lines, decisions
+
+
+def _nbdt(args) -> None:
+    for path in (args.html, args.save_tree):
+        if path and Path(path).exists() and not args.overwrite:
+            raise RuntimeError(f"{path} already exists; pass --overwrite to replace it")
+    model, names, x, _ = _model_and_images(args)
+    if names is None:
+        names = [str(i) for i in range(int(model(x[:1]).shape[1]))]
+    hierarchy, lines, decisions = _tree_decisions(model, x, names, args.tree, args.hard)
+    for line in lines:
+        print(line)
+    if args.save_tree:
+        hierarchy.to_json(args.save_tree)
+    if args.html:
+        from .nbdt.render import trees_html
+
+        Path(args.html).write_text(trees_html(hierarchy, [(Path(p).name, d) for p, d in zip(args.images, decisions)]))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        (_demo if args.command == "demo" else _explain)(args)
+        {"demo": _demo, "explain": _explain, "nbdt": _nbdt}[args.command](args)
     except UsageError as err:
         print(f"torchexplain: error: {err}", file=sys.stderr)
         return EXIT_USAGE
