@@ -1,0 +1,198 @@
+"""``torchexplain.evaluate``: which explanation can I trust, for my model and inputs?
+
+Every method runs once through :func:`torchexplain.explain` (which times it); every
+metric scores every method's attributions; the table ranks the methods per metric.
+A metric is one function of a :class:`Case` returning one value per example.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from .curves import deletion, insertion
+from .fidelity import infidelity, sensitivity_max
+from .properties import completeness, sparseness
+from .randomization import randomization_check
+from .result import MetricResult
+
+
+@dataclass
+class Case:
+    """What a metric sees for one method: the explained rows, their attributions and
+    target classes, and how to re-run the method (for metrics that need to)."""
+
+    model: object
+    inputs: Tensor
+    attributions: Tensor
+    target: Tensor
+    method: str
+    rerun: Callable[[object, Tensor, Tensor], Tensor]  # (model, inputs, target) -> attributions
+    steps: int
+    seed: int
+
+
+@dataclass
+class MetricSpec:
+    name: str
+    score: Callable[[Case], Tensor]
+    higher_is_better: bool
+    description: str
+
+
+def _gaussian_perturbation(seed: int, std: float = 0.1):
+    generator = torch.Generator().manual_seed(seed)
+
+    def perturb(x: Tensor):
+        noise = (torch.randn(x.shape, generator=generator, dtype=x.dtype) * std).to(x.device)
+        return noise, x - noise
+
+    return perturb
+
+
+def _relative_completeness(c: Case) -> Tensor:
+    delta = completeness(c.attributions, c.model, c.inputs, 0.0, c.target)
+    with torch.no_grad():
+        out = c.model(c.inputs)
+        gap = (out - c.model(torch.zeros_like(c.inputs)))[torch.arange(len(c.target)), c.target]
+    return (delta.abs() / gap.abs().clamp_min(1e-12)).float()
+
+
+METRICS: dict[str, MetricSpec] = {
+    spec.name: spec
+    for spec in (
+        MetricSpec("deletion", lambda c: deletion(c.model, c.inputs, c.attributions, c.target, steps=c.steps), False,
+                   "AUC of the target's probability as the top features are removed (lower is better)"),
+        MetricSpec("insertion", lambda c: insertion(c.model, c.inputs, c.attributions, c.target, steps=c.steps,
+                                                    baseline="blur" if c.inputs.dim() == 4 else 0.0), True,
+                   "AUC of the target's probability as the top features are revealed on a blurred copy"),
+        MetricSpec("infidelity", lambda c: infidelity(c.model, _gaussian_perturbation(c.seed), c.inputs, c.attributions,
+                                                      target=c.target, n_perturb_samples=10), False,
+                   "squared error between attributions . noise and the output change (Gaussian noise, std 0.1)"),
+        MetricSpec("sensitivity", lambda c: _sensitivity(c), False,
+                   "largest relative change of the map under uniform noise of radius 0.02 (5 samples)"),
+        MetricSpec("sparseness", lambda c: sparseness(c.attributions), True,
+                   "Gini index of |attributions| (higher is sparser)"),
+        MetricSpec("completeness", _relative_completeness, False,
+                   "|sum(attributions) - (F(x) - F(0))| / |F(x) - F(0)|"),
+        MetricSpec("randomization", lambda c: _randomization(c), False,
+                   "mean Spearman correlation with the map as layers are randomised, top down (lower is better)"),
+    )
+}
+DEFAULT_METRICS = ("deletion", "insertion", "infidelity", "sparseness")
+DEFAULT_METHODS = ("saliency", "input_x_gradient", "integrated_gradients", "guided_backprop", "deeplift")
+
+
+def _sensitivity(c: Case) -> Tensor:
+    def explain(x, target=None):
+        x = x[0] if isinstance(x, tuple) else x
+        return c.rerun(c.model, x, target)
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(c.seed)
+        return sensitivity_max(explain, c.inputs, n_perturb_samples=5, target=c.target)
+
+
+def _randomization(c: Case) -> Tensor:
+    result = randomization_check(lambda m, x, t: c.rerun(m, x, t), c.model, c.inputs, c.target, seed=c.seed)
+    return result.correlations.mean(0).float()
+
+
+@dataclass
+class EvaluationTable:
+    """One row per method: its time, and per metric the mean, standard error and rank
+    (1 = best)."""
+
+    methods: list[str]
+    metrics: list[str]
+    results: dict[tuple[str, str], MetricResult]
+    seconds: dict[str, float]
+    rows: list[dict] = field(default_factory=list)
+
+    def __post_init__(self):
+        ranks = {m: self._ranks(m) for m in self.metrics}
+        self.rows = []
+        for method in self.methods:
+            row = {"method": method, "seconds": self.seconds[method]}
+            for metric in self.metrics:
+                r = self.results[(method, metric)]
+                row[metric], row[f"{metric}_stderr"], row[f"{metric}_rank"] = r.mean, r.stderr, ranks[metric][method]
+            self.rows.append(row)
+
+    def _ranks(self, metric: str) -> dict[str, int]:
+        better = METRICS[metric].higher_is_better
+        order = sorted(self.methods, key=lambda m: self.results[(m, metric)].mean, reverse=better)
+        return {m: i + 1 for i, m in enumerate(order)}
+
+    def best(self, metric: str) -> str:
+        return next(row["method"] for row in self.rows if row[f"{metric}_rank"] == 1)
+
+    def _cells(self) -> tuple[list[str], list[list[str]]]:
+        header = ["method", "seconds"] + [f"{m} {'↑' if METRICS[m].higher_is_better else '↓'}" for m in self.metrics]
+        body = [[row["method"], f"{row['seconds']:.3f}"]
+                + [f"{row[m]:.4g} ± {row[f'{m}_stderr']:.2g} (#{row[f'{m}_rank']})" for m in self.metrics]
+                for row in self.rows]
+        return header, body
+
+    def to_markdown(self) -> str:
+        header, body = self._cells()
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in body])
+
+    def to_html(self) -> str:
+        header, body = self._cells()
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+        rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>" for cells in body)
+        notes = "".join(f"<li><b>{m}</b>: {html.escape(METRICS[m].description)}</li>" for m in self.metrics)
+        return (f'<table border="1" cellspacing="0" cellpadding="4"><tr>{head}</tr>{rows}</table>'
+                f"<p>mean ± standard error over the examples (#rank, 1 = best)</p><ul>{notes}</ul>")
+
+    def to_csv(self) -> str:
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(self.rows[0]))
+        writer.writeheader()
+        writer.writerows(self.rows)
+        return out.getvalue()
+
+    def __repr__(self) -> str:
+        return self.to_markdown()
+
+
+def evaluate(model, inputs: Tensor, methods: Sequence[str] = DEFAULT_METHODS, metrics: Sequence[str] = DEFAULT_METRICS,
+             target="top1", *, steps: int = 50, seed: int = 0, class_names=None, show_progress: bool = False,
+             **method_kwargs) -> EvaluationTable:
+    """Run every method on ``inputs`` and score it with every metric (names from
+    ``torchexplain.metrics.METRICS``); returns the ranked table. ``steps``: the
+    points of the deletion and insertion curves; ``seed`` fixes every random
+    perturbation. ``method_kwargs`` go to the methods (as in :func:`explain`)."""
+    from ..api import _accepted, explain
+    from ..methods import resolve
+
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(METRICS)}")
+    if not metrics:
+        raise ValueError("metrics must name at least one metric")
+    result = explain(model, inputs, method=list(methods), target=target, class_names=class_names,
+                     show_progress=show_progress, **method_kwargs)
+    rows, classes = result.inputs, result.target.to(result.inputs.device)
+    scores = {}
+    for name in result.methods:
+        spec = resolve(name)
+
+        def rerun(m, x, t, spec=spec):
+            obj = spec.build(m)
+            out = obj.attribute(x, target=t, **{**spec.defaults(x), **_accepted(obj, method_kwargs)})
+            return (out[0] if isinstance(out, tuple) else out).detach()
+
+        case = Case(model, rows, result.attributions[name], classes, name, rerun, steps, seed)
+        for metric in metrics:
+            values = METRICS[metric].score(case)
+            scores[(name, metric)] = MetricResult(metric, values, METRICS[metric].higher_is_better)
+    return EvaluationTable(result.methods, list(metrics), scores, dict(result.timings))

@@ -1,0 +1,158 @@
+"""Infidelity and max-sensitivity (Yeh et al. 2019), with Captum 0.9's arguments,
+results and sampling order (so a seeded perturbation gives Captum's numbers).
+
+Both expand every example ``k`` times (example-major, ``repeat_interleave``) for a
+round of ``k`` perturbations; ``max_examples_per_batch`` caps the rows of a round as
+in Captum. Everything runs without gradients except the explanation function, which
+decides for itself.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from ..core.forward import ForwardAdapter
+from ..core.inputs import as_tuple, format_baselines
+from ..core.hooks import model_guard
+
+
+def sample_rounds(n_samples: int, batch: int, max_examples_per_batch: int | None) -> list[int]:
+    """How many perturbations of every example each round evaluates."""
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+        raise ValueError(f"n_perturb_samples must be a positive int; got {n_samples!r}")
+    per_round = n_samples if max_examples_per_batch is None else min(max(max_examples_per_batch // batch, 1), n_samples)
+    rounds = [per_round] * (n_samples // per_round)
+    return rounds + ([n_samples % per_round] if n_samples % per_round else [])
+
+
+def _interleave(value, n: int, k: int):
+    """Repeat each example's entry ``k`` times when ``value`` is batched over ``n``."""
+    if isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == n:
+        return value.repeat_interleave(k, 0)
+    if isinstance(value, list) and len(value) == n:
+        return [v for v in value for _ in range(k)]
+    return value
+
+
+def _check_pairs(inputs, attributions) -> None:
+    if len(inputs) != len(attributions):
+        raise ValueError(f"attributions has {len(attributions)} tensor(s) but inputs has {len(inputs)}")
+    for i, (x, a) in enumerate(zip(inputs, attributions)):
+        if x.shape != a.shape:
+            raise ValueError(f"attributions[{i}] has shape {tuple(a.shape)} but the input has {tuple(x.shape)}")
+
+
+def infidelity(
+    forward_func: Callable,
+    perturb_func: Callable,
+    inputs,
+    attributions,
+    baselines=None,
+    additional_forward_args=None,
+    target=None,
+    n_perturb_samples: int = 10,
+    max_examples_per_batch: int | None = None,
+    normalize: bool = False,
+) -> Tensor:
+    """Expected squared error between ``attributions . I`` and ``F(x) - F(x - I)``
+    over perturbations ``I``: ``perturb_func(inputs[, baselines]) -> (perturbations,
+    perturbed inputs)``. With ``normalize`` the attributions are first rescaled by the
+    least-squares factor. One value per example (lower is better)."""
+    inputs, is_tuple = as_tuple(inputs)
+    attributions, _ = as_tuple(attributions, "attributions")
+    _check_pairs(inputs, attributions)
+    baselines = format_baselines(baselines, inputs) if baselines is not None else None
+    n = inputs[0].shape[0]
+    adapter = ForwardAdapter(forward_func, n, target, additional_forward_args)
+    sums = [torch.zeros(n, dtype=torch.float64, device=inputs[0].device) for _ in range(3)]
+    with torch.no_grad(), model_guard(forward_func):
+        f_inputs = adapter.scalars(tuple(inputs), torch.arange(n))
+        for k in sample_rounds(n_perturb_samples, n, max_examples_per_batch):
+            expanded = tuple(x.repeat_interleave(k, 0) for x in inputs)
+            args = [expanded if is_tuple else expanded[0]]
+            if baselines is not None:
+                based = tuple(_interleave(b, n, k) if b.shape[0] == n and n > 1 else b for b in baselines)
+                args.append(based if is_tuple else based[0])
+            perturbations, perturbed = perturb_func(*args)
+            perturbations, _ = as_tuple(perturbations, "perturbations")
+            perturbed, _ = as_tuple(perturbed, "perturbed inputs")
+            examples = torch.arange(n).repeat_interleave(k)
+            diffs = (f_inputs.repeat_interleave(k) - adapter.scalars(tuple(perturbed), examples)).view(n, k).double()
+            dots = sum((a.repeat_interleave(k, 0) * p).reshape(n * k, -1).sum(1) for a, p in zip(attributions, perturbations))
+            dots = dots.view(n, k).double()
+            if normalize:
+                for total, part in zip(sums, (dots * dots, dots * diffs, diffs * diffs)):
+                    total += part.sum(1)
+            else:
+                sums[0] += (dots - diffs).pow(2).sum(1)
+    if normalize:
+        beta = torch.where(sums[0] != 0, sums[1] / sums[0].where(sums[0] != 0, torch.ones_like(sums[0])),
+                           torch.zeros_like(sums[0]))
+        values = beta * beta * sums[0] - 2 * beta * sums[1] + sums[2]
+    else:
+        values = sums[0]
+    return (values / n_perturb_samples).to(f_inputs.dtype)
+
+
+def default_perturb_func(inputs, perturb_radius: float = 0.02):
+    """Uniform noise in ``[-perturb_radius, perturb_radius]`` added to every input
+    (from the global generator, as Captum's default)."""
+    inputs, _ = as_tuple(inputs)
+    return tuple(x + torch.empty(x.shape, dtype=torch.float32).uniform_(-perturb_radius, perturb_radius).to(x.device)
+                 for x in inputs)
+
+
+def _expanded_kwargs(kwargs: dict, inputs, n: int, k: int) -> dict:
+    out = dict(kwargs)
+    if "target" in out:
+        out["target"] = _interleave(out["target"], n, k)
+    if out.get("additional_forward_args") is not None:
+        extra = out["additional_forward_args"]
+        out["additional_forward_args"] = (tuple(_interleave(a, n, k) for a in extra) if isinstance(extra, tuple)
+                                          else _interleave(extra, n, k))
+    if "baselines" in out and out["baselines"] is not None:
+        baselines = format_baselines(out["baselines"], inputs)
+        if baselines[0].shape == inputs[0].shape:
+            expanded = tuple(b.repeat_interleave(k, 0) for b in baselines)
+            out["baselines"] = expanded[0] if len(expanded) == 1 else expanded
+    return out
+
+
+def sensitivity_max(
+    explanation_func: Callable,
+    inputs,
+    perturb_func: Callable = default_perturb_func,
+    perturb_radius: float = 0.02,
+    n_perturb_samples: int = 10,
+    norm_ord: str = "fro",
+    max_examples_per_batch: int | None = None,
+    **kwargs,
+) -> Tensor:
+    """The largest relative change ``||e(x') - e(x)|| / ||e(x)||`` of the explanation
+    ``explanation_func(inputs, **kwargs)`` over ``n_perturb_samples`` perturbed
+    inputs ``x'`` (uniform noise of ``perturb_radius`` by default). Per-example
+    ``target``, ``additional_forward_args`` and ``baselines`` in ``kwargs`` follow
+    the expanded rows. One value per example (lower is more stable)."""
+    inputs, _ = as_tuple(inputs)
+    n = inputs[0].shape[0]
+    takes_radius = len(inspect.signature(perturb_func).parameters) > 1
+    with torch.no_grad():
+        base = as_tuple(explanation_func(inputs, **kwargs), "explanation")[0]
+        flat = torch.cat([e.reshape(n, -1) for e in base], 1)
+        norms = torch.norm(flat, p=norm_ord, dim=1, keepdim=True)
+        norms = torch.where(norms == 0, torch.ones_like(norms), norms)
+        best = None
+        for k in sample_rounds(n_perturb_samples, n, max_examples_per_batch):
+            expanded = tuple(x.repeat_interleave(k, 0) for x in inputs)
+            arg = expanded[0] if len(expanded) == 1 else expanded
+            perturbed = perturb_func(arg, perturb_radius) if takes_radius else perturb_func(arg)
+            explained = as_tuple(explanation_func(perturbed, **_expanded_kwargs(kwargs, inputs, n, k)), "explanation")[0]
+            change = torch.cat([(e.repeat_interleave(k, 0) - p).reshape(n * k, -1) for e, p in zip(base, explained)], 1)
+            change = torch.norm(change, p=norm_ord, dim=1, keepdim=True)
+            worst = (change / norms.repeat_interleave(k, 0)).view(n, k).max(1).values
+            best = worst if best is None else torch.maximum(best, worst)
+    return best
