@@ -1,0 +1,93 @@
+"""CAMs from one forward pass without gradients: CAM and EigenCAM."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..core.forward import ForwardAdapter
+from ..core.hooks.layers import layer_name, resolve_layer
+from . import locate
+from .base import BaseCAM, target_unset, weighted
+
+
+class CAM(BaseCAM):
+    """Class activation mapping (Zhou et al. 2016) for a model whose explained
+    output is a linear layer on the globally pooled target layer:
+    ``cam_c = sum_k W[c, k] A_k`` with ``W`` the weight of ``fc_layer`` (the bias is
+    left out; with global average pooling the spatial mean of the raw map plus the
+    bias is the logit). ``fc_layer`` None: the first ``nn.Linear`` after the target
+    layer, checked to produce the explained output. ``target`` must select a class
+    (a row of ``W``): an int, or one per example; None takes the predicted class."""
+
+    def __init__(self, model, target_layer=None, fc_layer=None, reshape_transform=None, *,
+                 layer_call: int | None = None, output_selector=None):
+        super().__init__(model, target_layer, reshape_transform, layer_call=layer_call,
+                         output_selector=output_selector)
+        self.fc_layer = None if fc_layer is None else resolve_layer(model, fc_layer, "fc_layer")
+        if self.fc_layer is not None and not isinstance(self.fc_layer, nn.Linear):
+            raise TypeError(f"fc_layer must be an nn.Linear layer; got {type(self.fc_layer).__name__}")
+        self.fc_layer_name = None if fc_layer is None else layer_name(model, self.fc_layer)
+
+    def _needs_probe(self) -> bool:
+        return self.target_layer is None or self.fc_layer is None
+
+    def _probed(self, runs, output):
+        run = super()._probed(runs, output)
+        if self.fc_layer is None:
+            values = (run.output,) if isinstance(run.output, Tensor) else tuple(run.output)
+            channels = self._grid(values).shape[1]
+            self.fc_layer_name, self.fc_layer = locate.locate_linear(runs, run, channels, output, self.method)
+        return run
+
+    def _classes(self, adapter: ForwardAdapter, output: Tensor) -> Tensor:
+        """The class (row of the linear layer's weight) each example explains."""
+        target, n = adapter.target, adapter.n
+        if target.fn is not None:
+            raise TypeError("CAM needs target class indices (int, list or tensor); a callable target selects no class")
+        if target_unset(target):
+            return output.reshape(n, -1).argmax(1)
+        table = torch.tensor([target.shared] * n) if target.shared is not None else target.per_example
+        if table.shape[1] != 1:
+            raise ValueError(f"CAM needs one class index per example; target gives {table.shape[1]} indices")
+        classes = table[:, 0]
+        size = self.fc_layer.out_features
+        if bool(((classes >= size) | (classes < -size)).any()):
+            raise ValueError(f"target class out of range for fc_layer {self.fc_layer_name!r} with {size} outputs")
+        return classes % size
+
+    def _layer_cam(self, x, adapter, batch_size):
+        values, output = self._forward(x, adapter)
+        activations = self._grid(values)
+        weight = self.fc_layer.weight
+        if weight.shape[1] != activations.shape[1]:
+            raise ValueError(
+                f"fc_layer {self.fc_layer_name!r} has in_features={weight.shape[1]} but target_layer "
+                f"{self.target_layer_name!r} has {activations.shape[1]} channels"
+            )
+        classes = self._classes(adapter, output).to(weight.device)
+        return weighted(activations, weight.detach()[classes].to(activations.device))
+
+
+class EigenCAM(BaseCAM):
+    """EigenCAM (Muhammad and Yeasin 2020): the projection of the layer's
+    activations on their first principal component. Positions are the samples and
+    channels the features; each channel is centred over positions (as
+    pytorch-grad-cam does) before the SVD. The SVD's sign is arbitrary, so it is
+    fixed: the principal direction ``v`` has ``sum_k v_k >= 0``, which is the same as
+    the map correlating positively with the channel-summed activation map.
+    Class-agnostic: ``target`` is checked but does not change the map."""
+
+    def _layer_cam(self, x, adapter, batch_size):
+        values, output = self._forward(x, adapter)
+        if not target_unset(adapter.target):
+            adapter.target.select(output, torch.arange(x.shape[0]))  # a bad target is an error here too
+        activations = self._grid(values)
+        n, k, h, w = activations.shape
+        samples = activations.reshape(n, k, h * w).transpose(1, 2)
+        centred = samples - samples.mean(1, keepdim=True)
+        _, _, vh = torch.linalg.svd(centred, full_matrices=False)
+        direction = vh[:, 0, :]
+        sign = torch.where(direction.sum(1, keepdim=True) < 0, -1.0, 1.0).to(direction.dtype)
+        return (centred @ (direction * sign).unsqueeze(-1)).reshape(n, h, w)
+

@@ -1,0 +1,114 @@
+"""Gradient CAMs: each one is a function of the layer's activations ``A`` and the
+gradients ``G = dS/dA`` of the explained score ``S``, both ``(N, K, h, w)``.
+
+One forward and one backward per chunk of examples, through the one chunked
+evaluator; the backward stops at the layer (``torch.autograd.grad`` with respect to
+its values), so nothing before it is differentiated and parameter ``.grad`` is
+never touched.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..core.forward import ForwardAdapter
+from ..core.gradients import row_gradients
+from .base import BaseCAM, explained_scalars, weighted
+
+_SPATIAL = (2, 3)
+
+
+def _safe_divide(numerator: Tensor, denominator: Tensor) -> Tensor:
+    """numerator / denominator, 0 where the denominator is 0."""
+    ok = denominator != 0
+    return torch.where(ok, numerator / torch.where(ok, denominator, 1), torch.zeros_like(numerator))
+
+
+class GradientCAM(BaseCAM):
+    """A CAM computed from (activations, gradients): subclasses define
+    :meth:`combine`, ``(A, G) -> (N, h, w)``."""
+
+    def combine(self, activations: Tensor, gradients: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _layer_cam(self, x: Tensor, adapter: ForwardAdapter, batch_size) -> Tensor:
+        tap = self._tap()
+        seen: dict = {}
+        cams: list[tuple[Tensor, Tensor]] = []
+
+        def scored(chunk, rows, examples):
+            with tap.recording(grad=True) as record:
+                output = adapter.outputs(chunk, examples)
+            seen["values"] = record.values
+            return explained_scalars(adapter, output, examples)
+
+        def consume(rows, examples, grads, scalars):
+            values = tuple(v.detach() for v in seen.pop("values"))
+            cams.append((rows, self.combine(self._grid(values), self._grid(grads))))
+
+        def build(rows, examples):
+            return (x if len(rows) == x.shape[0] else x.index_select(0, examples.to(x.device)),)
+
+        row_gradients(
+            adapter, x.shape[0], build, consume,
+            internal_batch_size=batch_size, score=scored, wrt=lambda: seen["values"],
+        )
+        first = cams[0][1]
+        out = first.new_empty((x.shape[0],) + first.shape[1:])
+        for rows, cam in cams:
+            out[rows.to(out.device)] = cam
+        return out
+
+
+class GradCAM(GradientCAM):
+    """Grad-CAM (Selvaraju et al. 2017): channels weighted by their spatially
+    averaged gradients, ``sum_k mean_ij(G_kij) A_k``."""
+
+    def combine(self, activations, gradients):
+        return weighted(activations, gradients.mean(_SPATIAL))
+
+
+class GradCAMPlusPlus(GradientCAM):
+    """Grad-CAM++ (Chattopadhyay et al. 2018), the closed form of the paper's
+    Eq. 19 for an exponential of the score, as pytorch-grad-cam computes it::
+
+        alpha_kij = g^2 / (2 g^2 + sum_ab A_kab * g^3)     (g = G_kij; 0 where this is 0/0)
+        w_k       = sum_ij alpha_kij * relu(G_kij)
+        cam       = sum_k w_k A_k
+
+    ``G`` is the gradient of the score itself: the paper's ``exp(S)`` factor is the
+    same for every position of an example, so it only rescales the raw map (and
+    would overflow for large logits). The denominator is applied (torchcam omits it).
+    """
+
+    def combine(self, activations, gradients):
+        g2 = gradients * gradients
+        totals = activations.sum(_SPATIAL, keepdim=True)
+        alpha = _safe_divide(g2, 2 * g2 + totals * g2 * gradients)
+        return weighted(activations, (alpha * torch.relu(gradients)).sum(_SPATIAL))
+
+
+class XGradCAM(GradientCAM):
+    """XGrad-CAM (Fu et al. 2020): ``w_k = sum_ij G_kij A_kij / sum_ab A_kab``
+    (0 for a channel whose activations sum to 0)."""
+
+    def combine(self, activations, gradients):
+        share = _safe_divide(activations, activations.sum(_SPATIAL, keepdim=True))
+        return weighted(activations, (gradients * share).sum(_SPATIAL))
+
+
+class LayerCAM(GradientCAM):
+    """LayerCAM (Jiang et al. 2021): positive gradients weight each position,
+    ``sum_k relu(G_k) * A_k``."""
+
+    def combine(self, activations, gradients):
+        return (torch.relu(gradients) * activations).sum(1)
+
+
+class HiResCAM(GradientCAM):
+    """HiResCAM (Draelos and Carin 2020): ``sum_k G_k * A_k`` (element-wise, no
+    spatial averaging), faithful to the score for models ending in one linear layer."""
+
+    def combine(self, activations, gradients):
+        return (gradients * activations).sum(1)
