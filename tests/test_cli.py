@@ -59,6 +59,9 @@ def test_demo_writes_a_report_with_every_method(tmp_path):
     assert len(lines) == 10 and all(line.startswith(f"digit_{d}: Prediction: {d} //") for d, line in enumerate(lines))
     assert 'href="nbdt.html"' in (tmp_path / "demo" / "report.html").read_text()
     assert (tmp_path / "demo" / "nbdt.html").read_text().count("<svg") == 10
+    # a short evaluation of the methods, in the output and the report
+    assert "| integrated_gradients |" in proc.stdout and "deletion" in proc.stdout
+    assert "Which explanation to trust?" in (tmp_path / "demo" / "report.html").read_text()
 
 
 def test_explain_digits(tmp_path, digit):
@@ -135,3 +138,16 @@ def test_nbdt_prints_the_seed_format_and_writes_the_tree(tmp_path, digit):
                    "the tree has no leaf for classes [2, 3, 4, 5, 6, 7, 8, 9]")
     one_line_error(run("nbdt", digit, "--model", "digits", "--html", tmp_path / "tree.html"), 1,
                    "already exists; pass --overwrite")
+
+
+def test_evaluate_ranks_methods(tmp_path, digit):
+    proc = run("evaluate", digit, "--model", "digits", "--methods", "saliency,ig", "--metrics", "deletion,sparseness",
+               "--steps", "8", "--out", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    table = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    assert table[0].startswith("| method | seconds | deletion") and len(table) == 3
+    assert {"evaluation.md", "evaluation.csv", "evaluation.html"} <= {p.name for p in tmp_path.iterdir()}
+    rows = (tmp_path / "evaluation.csv").read_text().splitlines()
+    assert rows[0].startswith("method,seconds,deletion,deletion_stderr,deletion_rank") and len(rows) == 3
+    one_line_error(run("evaluate", digit, "--model", "digits", "--metrics", "accuracy", "--out", tmp_path / "x"), 2,
+                   "unknown metric(s) accuracy")

@@ -1,4 +1,4 @@
-"""The ``torchexplain`` command: ``demo``, ``explain`` and ``nbdt``.
+"""The ``torchexplain`` command: ``demo``, ``explain``, ``nbdt`` and ``evaluate``.
 
 Exit status: 0 on success, 2 on usage errors, 1 on runtime failures; errors are one
 line on stderr, never a traceback."""
@@ -38,7 +38,34 @@ def _parser() -> argparse.ArgumentParser:
     tree.add_argument("--html", metavar="FILE", help="write the tree with each image's decisions to this HTML file")
     tree.add_argument("--save-tree", metavar="JSON", help="write the hierarchy used to this JSON file")
     tree.add_argument("--overwrite", action="store_true", help="replace files that already exist")
+    ev = sub.add_parser("evaluate", help="score and rank explanation methods on images with faithfulness metrics")
+    _model_options(ev)
+    ev.add_argument("--methods", default=",".join(_default_methods()), help="comma-separated method names, or 'all'")
+    ev.add_argument("--metrics", default=",".join(_default_metrics()),
+                    help="comma-separated metric names: " + ", ".join(_metric_names()))
+    ev.add_argument("--target", default="top1", help="top1 | class index | class name")
+    ev.add_argument("--steps", type=int, default=50, help="points of the deletion and insertion curves (default 50)")
+    ev.add_argument("--out", default="torchexplain-eval", help="output directory (default: torchexplain-eval)")
+    _common(ev)
     return p
+
+
+def _default_methods() -> tuple[str, ...]:
+    from .metrics import DEFAULT_METHODS
+
+    return DEFAULT_METHODS
+
+
+def _default_metrics() -> tuple[str, ...]:
+    from .metrics import DEFAULT_METRICS
+
+    return DEFAULT_METRICS
+
+
+def _metric_names() -> list[str]:
+    from .metrics import METRICS
+
+    return list(METRICS)
 
 
 def _model_options(p: argparse.ArgumentParser) -> None:
@@ -133,8 +160,15 @@ def _demo(args) -> Path:
     report = _write(result, out, "torchexplain demo: digits")
     hierarchy, lines, decisions = _tree_decisions(model, x, names)
     _add_tree(report, out / "nbdt.html", hierarchy, [(p.stem, d) for p, d in zip(paths, decisions)])
+    table = _demo_evaluation(model, x, result)
+    if table is not None:
+        _add_section(report, "<h2>Which explanation to trust?</h2><p>Faithfulness of each method on these digits "
+                     f"(<code>torchexplain evaluate</code>):</p>{table.to_html()}")
     if not args.quiet:
         print(_table(result, [p.stem for p in paths]))
+        if table is not None:
+            print("\nfaithfulness (mean ± standard error over the digits; #rank, 1 = best):")
+            print(table.to_markdown())
         print("\nneural-backed decision tree (soft inference, hierarchy induced from the final layer):")
         print("\n".join(f"{p.stem}: {line}" for p, line in zip(paths, lines)))
         print(f"explained {len(paths)} digits with {len(methods)} methods in {time.perf_counter() - start:.1f} s")
@@ -155,8 +189,27 @@ def _add_tree(report: Path, page: Path, hierarchy, rows) -> None:
     )
     section = (f'<h2>Neural-backed decision tree</h2><p><a href="{page.name}">The tree</a>, induced from the final '
                f"layer; each digit's decisions (soft inference):</p><ul>{items}</ul>")
+    _add_section(report, section)
+
+
+def _add_section(report: Path, section: str) -> None:
     text = report.read_text()
     report.write_text(text.replace("</body>", section + "</body>") if "</body>" in text else text + section)
+
+
+#: the demo's short evaluation: these methods (when chosen) and metrics
+DEMO_EVAL_METHODS = ("saliency", "input_x_gradient", "integrated_gradients", "guided_backprop", "deeplift", "occlusion")
+DEMO_EVAL_METRICS = ("deletion", "insertion", "sparseness")
+
+
+def _demo_evaluation(model, x, explanation):
+    """Score the demo's own attributions (no method runs twice)."""
+    from .metrics import evaluate
+
+    chosen = [m for m in DEMO_EVAL_METHODS if m in explanation.methods]
+    if not chosen:
+        return None
+    return evaluate(model, x, methods=chosen, metrics=DEMO_EVAL_METRICS, steps=32, explanation=explanation)
 
 
 def _labels(path: str) -> list[str]:
@@ -204,6 +257,35 @@ def _explain(args) -> Path:
     return report
 
 
+def _metrics(text: str) -> list[str]:
+    names = [n for n in (t.strip() for t in text.split(",")) if n]
+    unknown = [n for n in names if n not in _metric_names()]
+    if unknown or not names:
+        raise UsageError(f"unknown metric(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(_metric_names())}")
+    return names
+
+
+def _evaluate(args) -> Path:
+    from .metrics import evaluate
+
+    methods, metrics = _methods(args.methods), _metrics(args.metrics)
+    if args.steps < 1:
+        raise UsageError("--steps must be a positive number")
+    out = _out_dir(args.out, ["evaluation.md", "evaluation.csv", "evaluation.html"], args.overwrite)
+    model, names, x, _ = _model_and_images(args)
+    table = evaluate(model, x, methods=methods, metrics=metrics, target=_target(args.target), steps=args.steps,
+                     class_names=names, show_progress=not args.quiet)
+    (out / "evaluation.md").write_text(table.to_markdown() + "\n")
+    (out / "evaluation.csv").write_text(table.to_csv())
+    page = out / "evaluation.html"
+    page.write_text("<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>torchexplain evaluation</title></head>"
+                    f"<body style=\"font-family: sans-serif\"><h1>Evaluation: {args.model}</h1>{table.to_html()}</body></html>\n")
+    if not args.quiet:
+        print(table.to_markdown())
+        print(f"report: {page}")
+    return page
+
+
 def _tree_decisions(model, x, names, tree=None, hard: bool = False):
     """(hierarchy, one seed-format line per image, per-image decisions)."""
     import torch
@@ -238,7 +320,7 @@ def _nbdt(args) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        {"demo": _demo, "explain": _explain, "nbdt": _nbdt}[args.command](args)
+        {"demo": _demo, "explain": _explain, "nbdt": _nbdt, "evaluate": _evaluate}[args.command](args)
     except UsageError as err:
         print(f"torchexplain: error: {err}", file=sys.stderr)
         return EXIT_USAGE

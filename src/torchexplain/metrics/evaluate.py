@@ -166,11 +166,13 @@ class EvaluationTable:
 
 def evaluate(model, inputs: Tensor, methods: Sequence[str] = DEFAULT_METHODS, metrics: Sequence[str] = DEFAULT_METRICS,
              target="top1", *, steps: int = 50, seed: int = 0, class_names=None, show_progress: bool = False,
-             **method_kwargs) -> EvaluationTable:
+             explanation=None, **method_kwargs) -> EvaluationTable:
     """Run every method on ``inputs`` and score it with every metric (names from
     ``torchexplain.metrics.METRICS``); returns the ranked table. ``steps``: the
     points of the deletion and insertion curves; ``seed`` fixes every random
-    perturbation. ``method_kwargs`` go to the methods (as in :func:`explain`)."""
+    perturbation. ``method_kwargs`` go to the methods (as in :func:`explain`).
+    ``explanation``: an :class:`~torchexplain.Explanation` of these inputs that already
+    holds the methods' attributions (and times), to score them without re-running."""
     from ..api import _accepted, explain
     from ..methods import resolve
 
@@ -179,11 +181,16 @@ def evaluate(model, inputs: Tensor, methods: Sequence[str] = DEFAULT_METHODS, me
         raise ValueError(f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(METRICS)}")
     if not metrics:
         raise ValueError("metrics must name at least one metric")
-    result = explain(model, inputs, method=list(methods), target=target, class_names=class_names,
-                     show_progress=show_progress, **method_kwargs)
+    if explanation is not None and all(resolve(m).name in explanation.attributions for m in methods):
+        result = explanation
+        names = [resolve(m).name for m in methods]
+    else:
+        result = explain(model, inputs, method=list(methods), target=target, class_names=class_names,
+                         show_progress=show_progress, **method_kwargs)
+        names = result.methods
     rows, classes = result.inputs, result.target.to(result.inputs.device)
     scores = {}
-    for name in result.methods:
+    for name in names:
         spec = resolve(name)
 
         def rerun(m, x, t, spec=spec):
@@ -195,4 +202,4 @@ def evaluate(model, inputs: Tensor, methods: Sequence[str] = DEFAULT_METHODS, me
         for metric in metrics:
             values = METRICS[metric].score(case)
             scores[(name, metric)] = MetricResult(metric, values, METRICS[metric].higher_is_better)
-    return EvaluationTable(result.methods, list(metrics), scores, dict(result.timings))
+    return EvaluationTable(names, list(metrics), scores, {n: result.timings[n] for n in names})
