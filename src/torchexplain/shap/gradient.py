@@ -1,0 +1,240 @@
+"""shap's GradientExplainer (expected gradients) on the batched row evaluator."""
+
+from __future__ import annotations
+
+import numbers
+
+import torch
+from torch import Tensor
+
+from ..attr.seeding import make_generator, positive_int
+from ..core.batching import check_chunk_size
+from ..core.gradients import wants_channels_last
+from ..core.hooks.layers import LayerTap, layer_name, resolve_layer
+from .forms import (
+    background_tensors,
+    borrowed,
+    checked_output,
+    expected_value,
+    explained_inputs,
+    model_outputs,
+    output_ranks,
+    rank_scalars,
+    shap_form,
+    with_ranks,
+)
+from .layer import layer_inputs, output_passes_through, probe_feeds
+from .sampling import PairDraws, RankTotals, rank_gradients
+
+COMPAT = (None, "shap")
+
+
+class GradientExplainer:
+    """Expected gradients (Erion et al. 2021), shap's ``GradientExplainer``.
+
+    ``GradientExplainer(model, data)`` explains the model's inputs;
+    ``GradientExplainer((model, layer), data)`` explains the input of ``layer`` (a
+    module of the model or its dotted name). ``data`` is the background: a tensor, or
+    a list of tensors for a model with several inputs (``X`` then takes the same form).
+
+    For each explained example ``x`` and each of ``nsamples`` samples, a background
+    row ``b`` and a point ``t ~ U(0, 1)`` are drawn (and, with ``local_smoothing``
+    = s > 0, ``x`` is replaced by ``x + N(0, s^2)`` noise). The attributions are the
+    sample means of
+
+    * inputs: ``grad f(b + t (x - b)) * (x - b)``, whose sum over features tends to
+      ``f(x) - E[f(background)]``;
+    * a layer, by default (additive): with ``h(.)`` the layer's input and ``F`` the
+      model as a function of it, ``grad F(h(b) + t (h(x) - h(b))) * (h(x) - h(b))``:
+      the interpolation happens at the layer, so the attributions' sum over the
+      layer's features also tends to ``f(x) - E[f(background)]`` when the layer's
+      input is a cut of the model (every path from the inputs to the output passes
+      through it; otherwise the rest of the model sees the example's values, as in
+      Captum's LayerIntegratedGradients). The layer's prefix runs for the examples
+      and the background only, not per sample;
+    * a layer with ``compat="shap"``: shap's own formula, ``grad F(h(x_t)) * h(x_t)``
+      with ``x_t = b + t (x - b)`` interpolated in input space. It multiplies by the
+      layer's value at the interpolated point rather than by a difference, so it
+      does not add up to ``f(x) - E[f(background)]``; use it to reproduce shap's
+      numbers.
+
+    ``expected_value`` (beyond shap's GradientExplainer) is the model's mean output
+    over the background. The model runs in eval mode, as in shap, and is left as it
+    was found.
+    """
+
+    def __init__(self, model, data, batch_size=50, local_smoothing=0, compat: str | None = None):
+        layer = None
+        if isinstance(model, tuple):
+            if len(model) != 2:
+                raise ValueError(f"model must be a model or a (model, layer) pair; got a tuple of {len(model)}")
+            model, layer = model
+        if not callable(model):
+            raise TypeError(f"model must be callable (an nn.Module or function); got {type(model).__name__}")
+        if compat not in COMPAT:
+            raise ValueError(f'compat must be None (additive) or "shap"; got {compat!r}')
+        if isinstance(local_smoothing, bool) or not isinstance(local_smoothing, numbers.Real) or local_smoothing < 0:
+            raise ValueError(f"local_smoothing must be a non-negative number; got {local_smoothing!r}")
+        self.model = model
+        self.layer = None if layer is None else resolve_layer(model, layer)
+        self.data, self.multi_input = background_tensors(data)
+        self.batch_size = check_chunk_size(batch_size, "batch_size")
+        self.local_smoothing = float(local_smoothing)
+        self.compat = compat
+        with borrowed(model):
+            self.expected_value = expected_value(model_outputs(model, self.data, self.batch_size))
+
+    def shap_values(self, X, nsamples: int = 200, ranked_outputs=None, output_rank_order: str = "max", rseed=None):
+        """Attributions of ``X`` (a tensor, or a list as the background data).
+
+        Returns, per explained tensor, a NumPy array ``(N, *features, K)`` for the K
+        explained outputs (every output, or the ``ranked_outputs`` top ones ordered by
+        ``output_rank_order``: "max", "min", "max_abs", or "custom" with
+        ``ranked_outputs`` listing output indices); a list of arrays when several
+        tensors are explained. With ``ranked_outputs`` the result is
+        ``(values, indexes)``, ``indexes`` an (N, K) LongTensor of the explained
+        outputs. A model with a single output (shape (batch,) or (batch, 1)) gives
+        K = 1. ``rseed`` makes the draws reproducible without touching the global RNG.
+        """
+        floating = self.layer is None or self.compat == "shap" or self.local_smoothing > 0
+        inputs = explained_inputs(X, self.data, self.multi_input, floating=floating)
+        nsamples = positive_int(nsamples, "nsamples")
+        generator = make_generator(seed=rseed)
+        n = inputs[0].shape[0]
+        with borrowed(self.model):
+            ranks = output_ranks(model_outputs(self.model, inputs, self.batch_size), ranked_outputs, output_rank_order)
+            draws = PairDraws(inputs, self.data, nsamples, self.local_smoothing, generator)
+            totals = RankTotals(n, ranks.shape[1])
+            paths = self._paths(inputs, draws, ranks, totals)
+            rank_gradients(
+                self.model, n * nsamples, paths.build, paths.score, paths.consume,
+                chunk=self.batch_size, wrt=paths.wrt,
+            )
+        return with_ranks(shap_form(totals.means(nsamples)), ranks, ranked_outputs)
+
+    def _paths(self, inputs, draws, ranks, totals):
+        if self.layer is None:
+            return InputPaths(self.model, draws, ranks, totals)
+        tap = LayerTap(self.layer, to_input=True, name=layer_name(self.model, self.layer))
+        if self.compat == "shap":
+            return ShapLayerPaths(self.model, draws, ranks, totals, tap)
+        return AdditiveLayerPaths(self.model, draws, ranks, totals, tap, self.batch_size)
+
+
+class _Paths:
+    """One form of expected gradients: ``build`` feeds the model a chunk of pairs,
+    ``score`` runs it, and ``consume`` adds ``grads * deltas`` of one ranked output;
+    ``wrt`` (None: the inputs) gives what is differentiated."""
+
+    wrt = None
+
+    def __init__(self, model, draws: PairDraws, ranks: Tensor, totals: RankTotals):
+        self.model, self.draws, self.ranks, self.totals = model, draws, ranks, totals
+        self.deltas: tuple[Tensor, ...] = ()
+
+    def scores(self, out, pairs: Tensor) -> Tensor:
+        return rank_scalars(checked_output(out, len(pairs)), self.ranks[self.draws.examples(pairs)])
+
+    def consume(self, pairs: Tensor, k: int, grads) -> None:
+        self.totals.add(self.draws.examples(pairs), k, [g * d for g, d in zip(grads, self.deltas)])
+
+
+class InputPaths(_Paths):
+    """Expected gradients of the inputs: the model runs at the interpolated points."""
+
+    def build(self, pairs: Tensor):
+        starts, ends = self.draws.starts(pairs), self.draws.ends(pairs)
+        self.deltas = tuple(e - s for s, e in zip(starts, ends))
+        return self.draws.between(pairs, starts, ends)
+
+    def score(self, inputs, pairs: Tensor) -> Tensor:
+        return self.scores(self.model(*inputs), pairs)
+
+
+class _LayerPaths(_Paths):
+    """Gradients with respect to a layer's input, recorded (or replaced) by ``tap``."""
+
+    def __init__(self, model, draws, ranks, totals, tap: LayerTap):
+        super().__init__(model, draws, ranks, totals)
+        self.tap = tap
+        self.values: tuple[Tensor, ...] = ()
+
+    def wrt(self):
+        return self.values
+
+    def run(self, inputs, pairs: Tensor, replace=None) -> Tensor:
+        with self.tap.recording(replace=replace, grad=True) as record:
+            out = self.model(*inputs)
+        self.values = record.values
+        return self.scores(out, pairs)
+
+
+class ShapLayerPaths(_LayerPaths):
+    """shap's layer formula: the model runs at points interpolated in input space;
+    gradients with respect to the layer's input there, times that input."""
+
+    def build(self, pairs: Tensor):
+        return self.draws.between(pairs, self.draws.starts(pairs), self.draws.ends(pairs))
+
+    def score(self, inputs, pairs: Tensor) -> Tensor:
+        scores = self.run(inputs, pairs)
+        self.deltas = tuple(v.detach() for v in self.values)
+        return scores
+
+
+class AdditiveLayerPaths(_LayerPaths):
+    """The additive layer formula: the layer's input is replaced by points between
+    its values at the background row and at the example, and the gradient there is
+    multiplied by their difference.
+
+    Without local smoothing the examples' and the background's layer inputs are
+    computed once (forward passes stopped at the layer); when the layer's input is a
+    cut of the model, each chunk feeds the model a single example row and the
+    prefix's result is replaced by the chunk's points. Otherwise the model is fed
+    each pair's (smoothed) example and the points start from the layer input it
+    computed."""
+
+    def __init__(self, model, draws, ranks, totals, tap: LayerTap, batch_size):
+        super().__init__(model, draws, ranks, totals, tap)
+        self.starts = layer_inputs(model, tap, draws.background, batch_size)
+        self.ends = None
+        if draws.noise[0] is None:
+            ends = layer_inputs(model, tap, draws.inputs, batch_size)
+            two_rows = tuple(torch.cat([e[:1], s[:1]]) for e, s in zip(ends, self.starts))
+            if output_passes_through(model, tap, probe_feeds(draws.inputs, draws.background), two_rows):
+                self.ends = ends
+        self.single_feed = tuple(x[:1] for x in draws.inputs)
+        self.channels_last, self.converted = True, False
+
+    def build(self, pairs: Tensor):
+        return self.single_feed if self.ends is not None else self.draws.ends(pairs)
+
+    def score(self, inputs, pairs: Tensor) -> Tensor:
+        self.converted = False
+        try:
+            return self.run(inputs, pairs, self.replacement(pairs, self.channels_last))
+        except RuntimeError:
+            if not self.converted:
+                raise
+        self.channels_last = False  # the model needs the given layout (e.g. it calls .view)
+        return self.run(inputs, pairs, self.replacement(pairs, False))
+
+    def replacement(self, pairs: Tensor, channels_last: bool):
+        """The layer-input replacement for ``pairs``: their points, channels-last where
+        the evaluator would feed such a chunk channels-last (it is faster on CPU)."""
+
+        def replace(found):
+            if self.ends is None:
+                ends = found
+            else:
+                index = self.draws.examples(pairs)
+                ends = tuple(e.index_select(0, index.to(e.device)) for e in self.ends)
+            starts = self.draws.starts(pairs, self.starts)
+            self.deltas = tuple(e - s for s, e in zip(starts, ends))
+            points = self.draws.between(pairs, starts, ends)
+            if channels_last and wants_channels_last(points):
+                points = tuple(p.contiguous(memory_format=torch.channels_last) for p in points)
+                self.converted = True
+            return points
+
+        return replace
