@@ -198,7 +198,8 @@ def _add_section(report: Path, section: str) -> None:
 
 
 #: the demo's short evaluation: these methods (when chosen) and metrics
-DEMO_EVAL_METHODS = ("saliency", "input_x_gradient", "integrated_gradients", "guided_backprop", "deeplift", "occlusion")
+DEMO_EVAL_METHODS = ("saliency", "input_x_gradient", "integrated_gradients", "guided_backprop", "deeplift", "occlusion",
+                     "grad_cam")
 DEMO_EVAL_METRICS = ("deletion", "insertion", "sparseness")
 
 

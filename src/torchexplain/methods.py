@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from . import attr
+from . import attr, cam
 
 
 def _zero_and_mean_baselines(x: Tensor) -> Tensor:
@@ -108,6 +108,10 @@ for _spec in (
                description="LIME over 8x8 grid cells, 200 samples"),
     MethodSpec("rise", attr.RISE, defaults=lambda x: {"n_masks": 500, "seed": 0},
                description="RISE, 500 random masks"),
+    MethodSpec("grad_cam", lambda m: cam.GradCAM(m), aliases=("gradcam",),
+               description="Grad-CAM at the last convolutional block (located automatically), upsampled"),
+    MethodSpec("grad_cam_plus_plus", lambda m: cam.GradCAMPlusPlus(m), aliases=("gradcam++", "gradcampp"),
+               description="Grad-CAM++ at the last convolutional block, upsampled"),
 ):
     register(_spec)
 

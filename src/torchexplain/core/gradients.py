@@ -17,19 +17,19 @@ Build = Callable[[Tensor, Tensor], Sequence[Tensor]]
 Consume = Callable[[Tensor, Tensor, tuple, Tensor], None]
 
 
-def input_gradients(scalars: Tensor, inputs: Sequence[Tensor]) -> tuple[Tensor, ...]:
+def input_gradients(scalars: Tensor, inputs: Sequence[Tensor], what: str = "inputs") -> tuple[Tensor, ...]:
     """d(sum of scalars)/d(inputs), with a clear error when an input is not on a
-    differentiable path to the output."""
+    differentiable path to the output; ``what`` names the inputs in it."""
     if not scalars.requires_grad:
         raise ValueError(
-            "the model output does not depend differentiably on the inputs (it does not require "
+            f"the model output does not depend differentiably on the {what} (it does not require "
             "grad); check that forward_func does not detach, round or argmax its output"
         )
     with torch.enable_grad():
         grads = torch.autograd.grad(scalars.sum(), tuple(inputs), allow_unused=True)
     for i, g in enumerate(grads):
         if g is None:
-            where = f"inputs[{i}]" if len(grads) > 1 else "inputs"
+            where = f"{what}[{i}]" if len(grads) > 1 else what
             raise ValueError(f"{where} has no differentiable path to the model output (its gradient is None)")
     return grads
 
@@ -84,7 +84,7 @@ def row_gradients(
         rows = torch.arange(a, b)
         examples = rows % n
         chunk, scalars = runner.call(build(rows, examples), lambda chunk: forward(chunk, rows, examples))
-        grads = input_gradients(scalars, chunk if wrt is None else wrt())
+        grads = input_gradients(scalars, chunk) if wrt is None else input_gradients(scalars, wrt(), "layer's values")
         consume(rows, examples, grads, scalars.detach())
 
     with frozen_parameters(adapter.forward_func):
