@@ -14,6 +14,7 @@ from ..core.inputs import (
     format_additional_args,
     format_baseline_distribution,
     format_output,
+    repeat_per_example,
     validate_inputs,
 )
 from .seeding import positive_int
@@ -36,15 +37,6 @@ def _noise(x: Tensor, std: float, generator) -> Tensor:
     if std == 0:
         return torch.zeros_like(x)
     return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device) * std
-
-
-def _repeat_rows(value, n: int, k: int):
-    """Repeat each example's entry ``k`` times (example-major), for batched values."""
-    if isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == n:
-        return value.repeat_interleave(k, 0)
-    if isinstance(value, list) and len(value) == n:
-        return [v for v in value for _ in range(k)]
-    return value
 
 
 class NoiseTunnel(Attribution):
@@ -127,12 +119,12 @@ class NoiseTunnel(Attribution):
     def _expand_kwargs(kwargs, inputs, n, k, draw_baseline, generator):
         inner = dict(kwargs)
         if "target" in inner and not callable(inner["target"]):
-            inner["target"] = _repeat_rows(inner["target"], n, k)
+            inner["target"] = repeat_per_example(inner["target"], n, k)
         if inner.get("additional_forward_args") is not None:
             args = format_additional_args(inner["additional_forward_args"])
-            inner["additional_forward_args"] = tuple(_repeat_rows(v, n, k) for v in args)
+            inner["additional_forward_args"] = tuple(repeat_per_example(v, n, k) for v in args)
         if inner.get("forward_kwargs"):
-            inner["forward_kwargs"] = {key: _repeat_rows(v, n, k) for key, v in inner["forward_kwargs"].items()}
+            inner["forward_kwargs"] = {key: repeat_per_example(v, n, k) for key, v in inner["forward_kwargs"].items()}
         if inner.get("baselines") is not None:
             baselines = inner["baselines"]
             if draw_baseline:
@@ -142,9 +134,9 @@ class NoiseTunnel(Attribution):
                 drawn = tuple(take(b, picks) for b in rows)
                 inner["baselines"] = drawn if len(inputs) > 1 or isinstance(baselines, tuple) else drawn[0]
             elif isinstance(baselines, tuple):
-                inner["baselines"] = tuple(_repeat_rows(b, n, k) for b in baselines)
+                inner["baselines"] = tuple(repeat_per_example(b, n, k) for b in baselines)
             else:
-                inner["baselines"] = _repeat_rows(baselines, n, k)
+                inner["baselines"] = repeat_per_example(baselines, n, k)
         return inner
 
 

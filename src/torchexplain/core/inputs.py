@@ -144,3 +144,14 @@ def format_forward_kwargs(kwargs) -> dict:
         raise TypeError(f"forward_kwargs must be a dict of keyword arguments; got {type(kwargs).__name__}")
     return dict(kwargs)
 
+
+
+def repeat_per_example(value, n: int, k: int):
+    """Repeat each example's entry ``k`` times (example-major, as ``repeat_interleave``)
+    when ``value`` is batched over ``n`` examples (a tensor or a list); other values
+    are returned as they are."""
+    if isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == n:
+        return value.repeat_interleave(k, 0)
+    if isinstance(value, list) and len(value) == n:
+        return [v for v in value for _ in range(k)]
+    return value

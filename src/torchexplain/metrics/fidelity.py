@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ..core.forward import ForwardAdapter
-from ..core.inputs import as_tuple, format_baselines
+from ..core.inputs import as_tuple, format_baselines, repeat_per_example
 from ..core.hooks import model_guard
 
 
@@ -27,15 +27,6 @@ def sample_rounds(n_samples: int, batch: int, max_examples_per_batch: int | None
     per_round = n_samples if max_examples_per_batch is None else min(max(max_examples_per_batch // batch, 1), n_samples)
     rounds = [per_round] * (n_samples // per_round)
     return rounds + ([n_samples % per_round] if n_samples % per_round else [])
-
-
-def _interleave(value, n: int, k: int):
-    """Repeat each example's entry ``k`` times when ``value`` is batched over ``n``."""
-    if isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == n:
-        return value.repeat_interleave(k, 0)
-    if isinstance(value, list) and len(value) == n:
-        return [v for v in value for _ in range(k)]
-    return value
 
 
 def _check_pairs(inputs, attributions) -> None:
@@ -75,7 +66,7 @@ def infidelity(
             expanded = tuple(x.repeat_interleave(k, 0) for x in inputs)
             args = [expanded if is_tuple else expanded[0]]
             if baselines is not None:
-                based = tuple(_interleave(b, n, k) if b.shape[0] == n and n > 1 else b for b in baselines)
+                based = tuple(repeat_per_example(b, n, k) if b.shape[0] == n and n > 1 else b for b in baselines)
                 args.append(based if is_tuple else based[0])
             perturbations, perturbed = perturb_func(*args)
             perturbations, _ = as_tuple(perturbations, "perturbations")
@@ -109,11 +100,11 @@ def default_perturb_func(inputs, perturb_radius: float = 0.02):
 def _expanded_kwargs(kwargs: dict, inputs, n: int, k: int) -> dict:
     out = dict(kwargs)
     if "target" in out:
-        out["target"] = _interleave(out["target"], n, k)
+        out["target"] = repeat_per_example(out["target"], n, k)
     if out.get("additional_forward_args") is not None:
         extra = out["additional_forward_args"]
-        out["additional_forward_args"] = (tuple(_interleave(a, n, k) for a in extra) if isinstance(extra, tuple)
-                                          else _interleave(extra, n, k))
+        out["additional_forward_args"] = (tuple(repeat_per_example(a, n, k) for a in extra) if isinstance(extra, tuple)
+                                          else repeat_per_example(extra, n, k))
     if "baselines" in out and out["baselines"] is not None:
         baselines = format_baselines(out["baselines"], inputs)
         if baselines[0].shape == inputs[0].shape:
