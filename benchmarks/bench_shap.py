@@ -26,7 +26,7 @@ for ``compat="shap"`` the floor runs the whole model on the interpolated images
 timed as the best of the repeats, in contiguous and channels-last layout, the
 faster taken.
 
-    python benchmarks/bench_shap.py              # 2 repeats (about 15 minutes here)
+    python benchmarks/bench_shap.py              # 2 repeats (about 10 minutes here)
     python benchmarks/bench_shap.py --quick      # 112x112 images, nsamples=6, 1 repeat
 
 The last line is ``worst ratio vs shap: X``, the largest ours/shap ratio.

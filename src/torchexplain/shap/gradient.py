@@ -24,7 +24,7 @@ from .forms import (
     with_ranks,
 )
 from .layer import layer_inputs, output_passes_through, probe_feeds
-from .sampling import PairDraws, RankTotals, rank_gradients
+from .sampling import PairDraws, RankTotals, rank_gradients, same_layout
 
 COMPAT = (None, "shap")
 
@@ -121,6 +121,10 @@ class GradientExplainer:
         return AdditiveLayerPaths(self.model, draws, ranks, totals, tap, self.batch_size)
 
 
+def _image_layout(values: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    return tuple(v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for v in values)
+
+
 class _Paths:
     """One form of expected gradients: ``build`` feeds the model a chunk of pairs,
     ``score`` runs it, and ``consume`` adds ``grads * deltas`` of one ranked output;
@@ -196,13 +200,15 @@ class AdditiveLayerPaths(_LayerPaths):
 
     def __init__(self, model, draws, ranks, totals, tap: LayerTap, batch_size):
         super().__init__(model, draws, ranks, totals, tap)
-        self.starts = layer_inputs(model, tap, draws.background, batch_size)
+        # kept channels-last where 4-D: chunks of points are fed that way (faster on CPU),
+        # and elementwise work between layouts is slow
+        self.starts = _image_layout(layer_inputs(model, tap, draws.background, batch_size))
         self.ends = None
         if draws.noise[0] is None:
             ends = layer_inputs(model, tap, draws.inputs, batch_size)
             two_rows = tuple(torch.cat([e[:1], s[:1]]) for e, s in zip(ends, self.starts))
             if output_passes_through(model, tap, probe_feeds(draws.inputs, draws.background), two_rows):
-                self.ends = ends
+                self.ends = _image_layout(ends)
         self.single_feed = tuple(x[:1] for x in draws.inputs)
         self.channels_last, self.converted = True, False
 
@@ -224,17 +230,13 @@ class AdditiveLayerPaths(_LayerPaths):
         the evaluator would feed such a chunk channels-last (it is faster on CPU)."""
 
         def replace(found):
-            if self.ends is None:
-                ends = found
-            else:
-                index = self.draws.examples(pairs)
-                ends = tuple(e.index_select(0, index.to(e.device)) for e in self.ends)
             starts = self.draws.starts(pairs, self.starts)
+            ends = found if self.ends is None else self.draws.rows_of(pairs, self.ends)
+            ends = tuple(same_layout(e, s) for e, s in zip(ends, starts))
             self.deltas = tuple(e - s for s, e in zip(starts, ends))
             points = self.draws.between(pairs, starts, ends)
-            if channels_last and wants_channels_last(points):
-                points = tuple(p.contiguous(memory_format=torch.channels_last) for p in points)
-                self.converted = True
-            return points
+            self.converted = channels_last and wants_channels_last(points)
+            layout = torch.channels_last if self.converted else torch.contiguous_format
+            return tuple(p.contiguous(memory_format=layout) for p in points)
 
         return replace

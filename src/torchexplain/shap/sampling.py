@@ -47,17 +47,19 @@ class PairDraws:
 
     def ends(self, pairs: Tensor) -> tuple[Tensor, ...]:
         """The (smoothed) examples of ``pairs``."""
+        return tuple(x if noise is None else x + noise[pairs.to(x.device)]
+                     for x, noise in zip(self.rows_of(pairs, self.inputs), self.noise))
+
+    def rows_of(self, pairs: Tensor, tensors: Sequence[Tensor]) -> tuple[Tensor, ...]:
+        """Each pair's example row of ``tensors`` (rows of the examples), in their layout."""
         index = self.examples(pairs)
-        out = []
-        for x, noise in zip(self.inputs, self.noise):
-            x = x.index_select(0, index.to(x.device))
-            out.append(x if noise is None else x + noise.index_select(0, pairs.to(x.device)))
-        return tuple(out)
+        return tuple(t[index.to(t.device)] for t in tensors)
 
     def starts(self, pairs: Tensor, rows: Sequence[Tensor] | None = None) -> tuple[Tensor, ...]:
-        """The background rows of ``pairs``, taken from ``rows`` (default: the data)."""
+        """The background rows of ``pairs``, taken from ``rows`` (default: the data),
+        in their layout."""
         picks = self.picks[pairs]
-        return tuple(b.index_select(0, picks.to(b.device)) for b in (rows or self.background))
+        return tuple(b[picks.to(b.device)] for b in (rows or self.background))
 
     def between(self, pairs: Tensor, starts: Sequence[Tensor], ends: Sequence[Tensor]) -> tuple[Tensor, ...]:
         """The points ``start + alpha * (end - start)`` of ``pairs``."""
@@ -108,6 +110,15 @@ def rank_gradients(
         evaluate_rows(n_pairs, run, chunk, stats=runner.stats, probe_rows=8)
 
 
+def channels_last_layout(t: Tensor) -> bool:
+    return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
+
+def same_layout(t: Tensor, like: Tensor) -> Tensor:
+    """``t`` in ``like``'s memory layout (channels-last or contiguous)."""
+    return t.contiguous(memory_format=torch.channels_last if channels_last_layout(like) else torch.contiguous_format)
+
+
 class RankTotals:
     """Per ranked output, the sums over samples of each example's attributions."""
 
@@ -116,8 +127,9 @@ class RankTotals:
         self.sums: list[list[Tensor]] = []
 
     def add(self, examples: Tensor, k: int, values: Sequence[Tensor]) -> None:
-        if not self.sums:
-            self.sums = [[v.new_zeros((self.n,) + v.shape[1:]) for v in values] for _ in range(self.n_ranks)]
+        if not self.sums:  # in the values' layout: index_add_ across layouts is many times slower
+            self.sums = [[same_layout(v.new_zeros((self.n,) + v.shape[1:]), v) for v in values]
+                         for _ in range(self.n_ranks)]
         for total, v in zip(self.sums[k], values):
             total.index_add_(0, examples.to(v.device), v)
 
