@@ -301,11 +301,19 @@ class Side:
             return None
 
 
+#: a call shorter than this gets more repeats: at ~0.1 s, single calls on a shared
+#: machine swing by +-15%, so a median of 5 is not enough to read a 5% difference
+SHORT_CALL_S = 0.5
+MIN_TIMED_S = 4.0
+
+
 def bench_case(method: Method, batch: int, case: Case, sides: dict[str, Side], repeats: int) -> Row:
-    row = Row(method.name, batch, method.rows(batch), repeats=repeats)
     active = [s for s in sides.values() if s.error is None]
-    for side in active:  # warm-up
-        side.run(case)
+    warm = [side.run(case) for side in active]  # warm-up
+    longest = max((t for t in warm if t is not None), default=None)
+    if longest is not None and longest < SHORT_CALL_S:
+        repeats = max(repeats, math.ceil(MIN_TIMED_S / max(longest, 1e-3)))
+    row = Row(method.name, batch, method.rows(batch), repeats=repeats)
     active = [s for s in active if s.error is None]
     times: dict[str, list[float]] = {s.label: [] for s in active}
     for i in range(repeats):
