@@ -249,3 +249,48 @@ def test_resolve_memory_budget_int_and_fraction(monkeypatch):
     assert type(whole) is int and type(quarter) is int and quarter > 0
     # available memory drifts between calls; a quarter is still well below the whole
     assert quarter < 0.5 * whole
+
+
+class _ViewNet(torch.nn.Module):
+    """Flattens with .view, which a channels-last activation cannot do."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+        self.fc = torch.nn.Linear(4 * 6 * 6, 3)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.fc(torch.relu(self.conv(x)).view(x.shape[0], -1))
+
+
+def test_channels_last_falls_back_for_models_that_need_their_layout():
+    from torchexplain import config
+    from torchexplain.attr import Saliency
+
+    net = _ViewNet().eval()
+    x = torch.randn(6, 3, 8, 8)
+    auto = Saliency(net).attribute(x, target=1)
+    saved = config.channels_last
+    config.channels_last = False
+    try:
+        plain = Saliency(net).attribute(x, target=1)
+    finally:
+        config.channels_last = saved
+    torch.testing.assert_close(auto, plain)
+
+
+def test_a_models_own_error_is_raised_without_a_retry():
+    from torchexplain.attr import Saliency
+
+    class Broken(_ViewNet):
+        def forward(self, x):
+            self.calls += 1
+            raise RuntimeError("boom: the model failed")
+
+    net = Broken().eval()
+    with pytest.raises(RuntimeError, match="boom"):
+        Saliency(net).attribute(torch.randn(6, 3, 8, 8), target=1)
+    assert net.calls == 1

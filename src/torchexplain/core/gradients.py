@@ -91,6 +91,17 @@ def row_gradients(
         evaluate_rows(n_rows, run, internal_batch_size, stats=runner.stats, probe_rows=8)
 
 
+_LAYOUT_WORDS = ("stride", "contiguous", "memory format", "memory_format", "view size")
+
+
+def is_layout_error(err: RuntimeError) -> bool:
+    """Whether an error looks like a model's need for the contiguous layout (a
+    ``.view`` of a channels-last tensor, a kernel that wants contiguous input), as
+    opposed to an error of its own that must reach the user at once."""
+    text = str(err).lower()
+    return any(word in text for word in _LAYOUT_WORDS)
+
+
 class RowRunner:
     """Per-call state shared by the row evaluators: it records the rows' device and
     size for chunk sizing, and feeds 4-D chunks channels-last where that is faster,
@@ -109,7 +120,9 @@ class RowRunner:
             return fn(tuple(raw))
         try:
             return fn(tuple(t.contiguous(memory_format=torch.channels_last) for t in raw))
-        except RuntimeError:
+        except RuntimeError as err:
+            if not is_layout_error(err):
+                raise
             # the model needs the given layout (e.g. it calls .view): run it as given
             self.layout_ok = False
             return fn(tuple(raw))

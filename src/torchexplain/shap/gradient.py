@@ -9,7 +9,7 @@ from torch import Tensor
 
 from ..attr.seeding import make_generator, positive_int
 from ..core.batching import check_chunk_size
-from ..core.gradients import wants_channels_last
+from ..core.gradients import is_layout_error, wants_channels_last
 from ..core.hooks.layers import LayerTap, layer_name, resolve_layer
 from .forms import (
     background_tensors,
@@ -219,8 +219,8 @@ class AdditiveLayerPaths(_LayerPaths):
         self.converted = False
         try:
             return self.run(inputs, pairs, self.replacement(pairs, self.channels_last))
-        except RuntimeError:
-            if not self.converted:
+        except RuntimeError as err:
+            if not self.converted or not is_layout_error(err):
                 raise
         self.channels_last = False  # the model needs the given layout (e.g. it calls .view)
         return self.run(inputs, pairs, self.replacement(pairs, False))
