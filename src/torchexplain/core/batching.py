@@ -76,6 +76,7 @@ def evaluate_rows(
     stats: dict | None = None,
     probe_rows: int = 1,
     saved_fraction: float = 1.0,
+    cpu_chunk_bytes: float | None = None,
 ) -> None:
     """Call ``run(start, stop)`` over consecutive blocks covering ``range(n_rows)``.
 
@@ -84,6 +85,8 @@ def evaluate_rows(
     input, gradient, and the method's temporaries); ``probe_rows`` is that block's size.
     ``saved_fraction`` is the share of the measured activations that stays alive at
     once (1 when a backward pass follows; less for forward-only work).
+    ``cpu_chunk_bytes`` caps the budget on CPU, where blocks larger than the caches
+    run slower per row.
     """
     stats = {} if stats is None else stats
     if n_rows <= 0:
@@ -102,7 +105,10 @@ def evaluate_rows(
     with _SavedBytes() as saved:
         run(0, first)
     per_row = saved_fraction * saved.total / first + 3 * stats.get("row_bytes", 0)
-    budget = config.resolve_memory_budget(stats.get("device", "cpu"))
+    device = torch.device(stats.get("device", "cpu"))
+    budget = config.resolve_memory_budget(device)
+    if cpu_chunk_bytes is not None and device.type == "cpu":
+        budget = min(budget, cpu_chunk_bytes)
     max_rows = max(1, int(budget // max(per_row, 1.0)))
     for a, b in _even_blocks(first, n_rows, max_rows):
         run(a, b)

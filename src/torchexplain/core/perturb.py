@@ -21,6 +21,9 @@ from .gradients import RowRunner
 #: share of a forward's activations alive at once without autograd (a layer's input
 #: and output at a time, against every layer's saved for backward)
 INFERENCE_LIVE_FRACTION = 0.25
+#: on CPU, forward-only chunks stay within this many bytes of live activations:
+#: resnet18 at 224x224 runs 10-15% faster per image in chunks of about 8 than of 32
+CPU_CHUNK_BYTES = 64 << 20
 
 Build = Callable[[Tensor, Tensor], Sequence[Tensor]]
 ConsumeScalars = Callable[[Tensor, Tensor, Tensor], None]
@@ -73,7 +76,7 @@ def forward_rows(
     try:
         evaluate_rows(
             n_rows, run, rows_per_chunk(perturbations_per_eval, n), stats=runner.stats, probe_rows=max(n, 8),
-            saved_fraction=INFERENCE_LIVE_FRACTION,
+            saved_fraction=INFERENCE_LIVE_FRACTION, cpu_chunk_bytes=CPU_CHUNK_BYTES,
         )
     finally:
         if bar is not None:
