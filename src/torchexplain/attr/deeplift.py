@@ -30,6 +30,18 @@ def paired_score(adapter, references):
     return score
 
 
+def multiplier_attributions(multipliers, xs, refs, custom=None, multiply: bool = True):
+    """DeepLIFT attributions from multipliers: ``custom(multipliers, xs, refs)`` when
+    given, else ``multipliers * (xs - refs)`` (the multipliers alone when not
+    ``multiply``)."""
+    if custom is not None:
+        attrs = custom(tuple(multipliers), tuple(xs), tuple(refs))
+        return attrs if isinstance(attrs, (tuple, list)) else (attrs,)
+    if multiply:
+        return [g * (x - r) for g, x, r in zip(multipliers, xs, refs)]
+    return list(multipliers)
+
+
 class DeepLift(BaselineAttribution):
     """DeepLIFT, rescale rule. ``custom_attribution_func(multipliers, inputs,
     baselines)`` may replace ``multipliers * (inputs - baselines)``."""
@@ -74,14 +86,8 @@ class DeepLift(BaselineAttribution):
             return tuple(take(x, examples) for x in inputs)
 
         def consume(rows, examples, grads, scalars):
-            xs, refs = build(rows, examples), references(rows)
-            if custom is not None:
-                attrs = custom(grads, xs, refs)
-                attrs = attrs if isinstance(attrs, (tuple, list)) else (attrs,)
-            elif self._multiply_by_inputs:
-                attrs = [g * (x - r) for g, x, r in zip(grads, xs, refs)]
-            else:
-                attrs = grads
+            attrs = multiplier_attributions(grads, build(rows, examples), references(rows), custom,
+                                            self._multiply_by_inputs)
             totals.add(rows, examples, attrs)
 
         rule = Rescale(self.eps)

@@ -18,7 +18,7 @@ from ..core.inputs import format_baseline_distribution, format_baselines
 from ..core.rules import Rescale
 from .approximation import path_tables
 from .base import RowTotals, example_major_rows, per_row, take
-from .deeplift import paired_score
+from .deeplift import multiplier_attributions, paired_score
 from .layer_base import LayerAttribution, layer_output
 from .noise import SampledPaths, _stdevs
 from .seeding import positive_int
@@ -266,13 +266,7 @@ class LayerDeepLift(_LayerPath):
         def consume(rows, examples, grads, values, scalars):
             k = len(rows)
             grads, xs, refs = [g[:k] for g in grads], [v[:k] for v in values], [v[k:] for v in values]
-            if custom_attribution_func is not None:
-                attrs = custom_attribution_func(tuple(grads), tuple(xs), tuple(refs))
-                attrs = attrs if isinstance(attrs, (tuple, list)) else (attrs,)
-            elif self._multiply_by_inputs:
-                attrs = [g * (x - r) for g, x, r in zip(grads, xs, refs)]
-            else:
-                attrs = grads
+            attrs = multiplier_attributions(grads, xs, refs, custom_attribution_func, self._multiply_by_inputs)
             if not results:
                 results.extend(a.new_empty((adapter.n,) + a.shape[1:]) for a in attrs)
             for out, a in zip(results, attrs):
