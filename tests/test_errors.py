@@ -412,7 +412,7 @@ def test_output_selector_selects_nothing(name, x):
         call(name, TupleNet().eval(), x, target=0, output_selector=5)
     with pytest.raises(ValueError, match=r"output_selector 'probs' does not select anything"):
         call(name, DictNet().eval(), x, target=0, output_selector="probs")
-    with pytest.raises(TypeError, match=r"the selected model output must be a tensor; got str"):
+    with pytest.raises(TypeError, match=r"the selected model output must be a tensor or a number; got str"):
         call(name, DictNet().eval(), x, target=0, output_selector="meta")
 
 

@@ -18,7 +18,7 @@ from PIL import Image
 from torch import nn
 
 import torchexplain
-from torchexplain.api import resolve_targets
+from torchexplain.core.targets import class_targets as resolve_targets
 from torchexplain.attr import IntegratedGradients, Saliency
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import numbers
-import re
 import time
 from typing import Sequence
 
@@ -12,48 +10,9 @@ import torch
 from torch import Tensor
 
 from .core.hooks import model_guard
+from .core.targets import class_targets
 from .explanation import Explanation
 from .methods import resolve
-
-_TOPK = re.compile(r"^top(?:k:|k)?(\d+)$")
-
-
-def _class_index(value, class_names, n_classes: int, where: str) -> int:
-    if isinstance(value, str):
-        if not class_names or value not in class_names:
-            known = f"; known class names: {', '.join(map(str, class_names[:20]))}..." if class_names else ""
-            raise ValueError(f"{where}: unknown class name {value!r}{known}")
-        return list(class_names).index(value)
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{where} must be a class index or a class name; got {value!r}")
-    if not -n_classes <= int(value) < n_classes:
-        raise ValueError(f"{where}: class index {value} is out of range for {n_classes} classes")
-    return int(value) % n_classes
-
-
-def resolve_targets(target, outputs: Tensor, class_names=None) -> tuple[Tensor, Tensor]:
-    """(example index, class index) of every explained row.
-
-    ``target``: "top1" (default), "topk:K" (the K best classes of each example, K rows
-    per example), an int or class name for every example, or a per-example list or
-    tensor of ints / names."""
-    n, n_classes = outputs.shape[0], outputs.shape[-1]
-    examples = torch.arange(n)
-    if isinstance(target, str) and _TOPK.match(target.strip().lower()):
-        k = int(_TOPK.match(target.strip().lower()).group(1))
-        if not 1 <= k <= n_classes:
-            raise ValueError(f"target {target!r}: k must lie in 1..{n_classes}")
-        top = outputs.topk(k, dim=-1).indices.cpu()
-        return examples.repeat_interleave(k), top.reshape(-1)
-    if isinstance(target, Tensor):
-        target = target.tolist() if target.dim() else int(target)
-    if isinstance(target, (list, tuple)):
-        if len(target) != n:
-            raise ValueError(f"target has {len(target)} entries but there are {n} inputs")
-        classes = [_class_index(t, class_names, n_classes, f"target[{i}]") for i, t in enumerate(target)]
-        return examples, torch.tensor(classes)
-    return examples, torch.full((n,), _class_index(target, class_names, n_classes, "target"))
-
 
 def _accepted(method_obj, kwargs: dict) -> dict:
     params = inspect.signature(method_obj.attribute).parameters
@@ -92,7 +51,7 @@ def explain(
         outputs = model(inputs)
     if not isinstance(outputs, Tensor) or outputs.dim() != 2:
         raise ValueError("explain() needs a classifier returning (N, classes) scores; use torchexplain.attr for other models")
-    examples, classes = resolve_targets(target, outputs, class_names)
+    examples, classes = class_targets(target, outputs, class_names)
     rows = inputs[examples.to(inputs.device)]
     objects = [spec.build(model) for spec in specs]
     used = set()

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from ..core.forward import ForwardAdapter
 from ..core.hooks.layers import layer_name, resolve_layer
 from . import locate
-from .base import BaseCAM, target_unset, weighted
+from .base import BaseCAM, weighted
 
 
 class CAM(BaseCAM):
@@ -45,9 +45,9 @@ class CAM(BaseCAM):
         target, n = adapter.target, adapter.n
         if target.fn is not None:
             raise TypeError("CAM needs target class indices (int, list or tensor); a callable target selects no class")
-        if target_unset(target):
+        if target.predicted:
             return output.reshape(n, -1).argmax(1)
-        table = torch.tensor([target.shared] * n) if target.shared is not None else target.per_example
+        table = torch.tensor([target.shared] * n) if target.shared is not None else target.table
         if table.shape[1] != 1:
             raise ValueError(f"CAM needs one class index per example; target gives {table.shape[1]} indices")
         classes = table[:, 0]
@@ -80,7 +80,7 @@ class EigenCAM(BaseCAM):
 
     def _layer_cam(self, x, adapter, batch_size):
         values, output = self._forward(x, adapter)
-        if not target_unset(adapter.target):
+        if not adapter.target.predicted:
             adapter.target.select(output, torch.arange(x.shape[0]))  # a bad target is an error here too
         activations = self._grid(values)
         n, k, h, w = activations.shape

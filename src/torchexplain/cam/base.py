@@ -25,14 +25,13 @@ every exit path.
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..core.batching import check_chunk_size
-from ..core.forward import ForwardAdapter, Target
+from ..core.forward import ForwardAdapter
+from ..core.targets import Target
 from ..core.hooks import model_guard
 from ..core.hooks.layers import LayerTap, layer_name, resolve_layer
 from . import locate
@@ -51,28 +50,10 @@ def min_max(maps: Tensor) -> Tensor:
     return torch.where(span > 0, (maps - low) / torch.where(span > 0, span, 1), torch.zeros_like(maps))
 
 
-def target_unset(target: Target) -> bool:
-    return target.fn is None and target.shared is None and target.per_example is None
-
-
-def explained_scalars(adapter: ForwardAdapter, output: Tensor, examples: Tensor) -> Tensor:
-    """The target scalar per row; the predicted (arg-max) entry when no target was given."""
-    if target_unset(adapter.target) and output[0].numel() > 1:
-        flat = output.reshape(output.shape[0], -1)
-        return flat.gather(1, flat.argmax(1, keepdim=True))[:, 0]
-    return adapter.target.select(output, examples)
-
-
 def with_predicted_target(adapter: ForwardAdapter, output: Tensor) -> ForwardAdapter:
-    """``adapter`` with target None replaced by each example's arg-max index in
-    ``output`` (for methods that evaluate other inputs than the explained ones)."""
-    if not target_unset(adapter.target) or output[0].numel() == 1:
-        return adapter
-    index = output.reshape(output.shape[0], -1).argmax(1).cpu()
-    table = torch.stack(torch.unravel_index(index, tuple(output.shape[1:])), 1)
-    resolved = copy.copy(adapter)
-    resolved.target = Target(table, adapter.n)
-    return resolved
+    """``adapter`` with a ``"predicted"`` target fixed to each example's arg-max
+    index in ``output`` (for methods that evaluate other inputs than the explained ones)."""
+    return adapter.with_target(adapter.target.resolved(output))
 
 
 def check_images(inputs) -> Tensor:
@@ -123,7 +104,8 @@ class BaseCAM:
         x = check_images(inputs)
         batch_size = check_chunk_size(batch_size, "batch_size")
         adapter = ForwardAdapter(
-            self.model, x.shape[0], target, additional_forward_args, forward_kwargs, self.output_selector
+            self.model, x.shape[0], Target.of(target, x.shape[0], none="predicted"), additional_forward_args,
+            forward_kwargs, self.output_selector,
         )
         with model_guard(self.model):
             if self._needs_probe():

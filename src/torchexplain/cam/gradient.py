@@ -14,7 +14,7 @@ from torch import Tensor
 
 from ..core.forward import ForwardAdapter
 from ..core.gradients import row_gradients
-from .base import BaseCAM, explained_scalars, weighted
+from .base import BaseCAM, weighted
 
 _SPATIAL = (2, 3)
 
@@ -41,7 +41,7 @@ class GradientCAM(BaseCAM):
             with tap.recording(grad=True) as record:
                 output = adapter.outputs(chunk, examples)
             seen["values"] = record.values
-            return explained_scalars(adapter, output, examples)
+            return adapter.target.select(output, examples)
 
         def consume(rows, examples, grads, scalars):
             values = tuple(v.detach() for v in seen.pop("values"))

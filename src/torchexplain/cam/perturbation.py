@@ -9,7 +9,6 @@ from the memory budget, under ``torch.inference_mode``. ``batch_size`` in
 
 from __future__ import annotations
 
-import copy
 import logging
 
 import torch
@@ -116,8 +115,7 @@ class AblationCAM(BaseCAM):
             with tap.recording(replace=lambda found: (ablated(state["rows"], found[0]),)):
                 return model(inputs, *args, **kwargs)
 
-        full = copy.copy(adapter)
-        full.forward_func = forward
+        full = adapter.with_forward(forward)
 
         def build(rows, examples):
             state["rows"] = rows
@@ -156,9 +154,7 @@ class _Tail:
     def __init__(self, cam: BaseCAM, x: Tensor, adapter: ForwardAdapter):
         self.tap, self.model, self.x, self.user = cam._tap(), cam.model, x, adapter
         self.examples: Tensor | None = None
-        self.adapter = copy.copy(adapter)
-        self.adapter.forward_func, self.adapter.args, self.adapter.kwargs = self, (), {}
-        self.adapter.output_selector = None
+        self.adapter = adapter.with_forward(self, args=(), kwargs={}, output_selector=None)
 
     def __call__(self, values: Tensor) -> Tensor:
         out = None

@@ -1,7 +1,16 @@
-"""The forward adapter: call the model, pick its output, reduce to one scalar per row.
+"""The forward adapter: call the model, pick its output, reduce it to the explained values.
 
 Rows are the expanded evaluations of a method (examples x steps / samples). Each row
-knows its example index, which selects that example's extra arguments and target.
+knows its example index, which selects that example's extra arguments and target
+(:mod:`.targets`). The adapter is immutable: :meth:`ForwardAdapter.with_target` and
+:meth:`ForwardAdapter.with_forward` return changed copies.
+
+A model may also return one value for the whole batch (a loss: a Python number, a
+0-d or one-element tensor) or an output whose first dimension is not the batch;
+:meth:`ForwardAdapter.batch_values` reads such outputs, which the perturbation
+methods evaluate one whole perturbed batch at a time. A model may return a
+``torch.futures.Future``; only adapters made with ``futures=True`` (the
+``attribute_future`` methods) accept it, and then return futures of the values.
 """
 
 from __future__ import annotations
@@ -11,120 +20,22 @@ from typing import Any, Callable
 
 import torch
 from torch import Tensor
+from torch.futures import Future
 
 from .inputs import format_additional_args, format_forward_kwargs, rows_of
+from .targets import Target
+
+_KEEP = object()
 
 
-class Target:
-    """A parsed ``target``: which scalar of the model output each example explains.
-
-    Accepts Captum's forms (None, int, tuple, list of ints or tuples, tensor of 0 or 1
-    dimension) and, beyond Captum, a callable ``output -> per-row scalar``.
-    """
-
-    def __init__(self, target, n_examples: int):
-        self.n = n_examples
-        self.fn: Callable | None = None
-        self.shared: tuple | None = None  # one index tuple for every example
-        self.per_example: Tensor | None = None  # (n, d) index table
-        if target is None:
-            return
-        if callable(target) and not isinstance(target, Tensor):
-            self.fn = target
-            return
-        if isinstance(target, Tensor):
-            if target.dtype.is_floating_point or target.dtype == torch.bool:
-                raise TypeError(f"target tensor must hold integer class indices; got dtype {target.dtype}")
-            if target.numel() == 1 and (target.dim() == 0 or n_examples != 1):
-                self.shared = (int(target.item()),)
-                return
-            if target.dim() == 1 and target.numel() == n_examples:
-                self.per_example = target.detach().long().cpu().reshape(n_examples, 1)
-                return
-            if target.dim() == 2 and target.shape[0] == n_examples:
-                self.per_example = target.detach().long().cpu()
-                return
-            raise ValueError(
-                f"target tensor must be 0-d or hold one index per example ({n_examples}); got shape {tuple(target.shape)}"
-            )
-        if isinstance(target, numbers.Integral) and not isinstance(target, bool):
-            self.shared = (int(target),)
-            return
-        if isinstance(target, tuple):
-            self.shared = self._index_tuple(target, "target")
-            return
-        if isinstance(target, list):
-            if len(target) != n_examples:
-                raise ValueError(f"target list has {len(target)} entries but the batch has {n_examples} examples")
-            rows = [self._index_tuple(t if isinstance(t, tuple) else (t,), f"target[{i}]") for i, t in enumerate(target)]
-            if len({len(r) for r in rows}) > 1:
-                raise ValueError("every entry of a target list must have the same number of indices")
-            self.per_example = torch.tensor(rows, dtype=torch.long).reshape(n_examples, -1)
-            return
-        raise TypeError(
-            "target must be None, an int, a tuple of ints, a list with one entry per example, "
-            f"an integer tensor or a callable; got {type(target).__name__}"
-        )
-
-    @staticmethod
-    def _index_tuple(t: tuple, where: str) -> tuple:
-        for v in t:
-            if isinstance(v, bool) or not isinstance(v, (numbers.Integral, Tensor)):
-                raise TypeError(f"{where} must contain integer indices; got {t!r}")
-        return tuple(int(v) for v in t)
-
-    def _check_range(self, output: Tensor, table: Tensor) -> None:
-        dims = output.shape[1:]
-        if table.shape[-1] > len(dims):
-            raise ValueError(
-                f"target has {table.shape[-1]} index(es) per example but the model output (per-example "
-                f"shape {tuple(dims)}) has only {len(dims)} non-batch dimension(s)"
-            )
-        for j in range(table.shape[-1]):
-            col = table[..., j]
-            size = dims[j]
-            if bool(((col >= size) | (col < -size)).any()):
-                bad = int(col[(col >= size) | (col < -size)][0])
-                raise ValueError(
-                    f"target index {bad} is out of range for the model output (per-example shape "
-                    f"{tuple(dims)}; dimension {j + 1} has size {size})"
-                )
-
-    def select(self, output: Tensor, examples: Tensor) -> Tensor:
-        """One scalar per row of ``output``; ``examples`` maps rows to example indices."""
-        if self.fn is not None:
-            values = self.fn(output)
-            if not isinstance(values, Tensor) or values.numel() != output.shape[0]:
-                got = tuple(values.shape) if isinstance(values, Tensor) else type(values).__name__
-                raise ValueError(
-                    "a callable target must return one scalar per example: a tensor of shape (N,) "
-                    f"for a model output of N rows; got {got} for {output.shape[0]} rows"
-                )
-            return values.reshape(output.shape[0])
-        if self.shared is None and self.per_example is None:
-            if output[0].numel() != 1:
-                raise ValueError(
-                    f"target is required: the model output has {output[0].numel()} values per example "
-                    f"(per-example shape {tuple(output.shape[1:])}); pass target=<class index> (or a callable)"
-                )
-            return output.reshape(output.shape[0])
-        if self.shared is not None:
-            self._check_range(output, torch.tensor([self.shared]))
-            picked = output[(slice(None),) + self.shared]
-        else:
-            self._check_range(output, self.per_example)
-            table = self.per_example.to(output.device)[examples.to(output.device)]
-            rows = torch.arange(output.shape[0], device=output.device)
-            picked = output[(rows,) + tuple(table[:, j] for j in range(table.shape[1]))]
-        if picked.dim() != 1:
-            picked = picked.reshape(output.shape[0], -1)
-            if picked.shape[1] != 1:
-                raise ValueError(
-                    f"target selects {picked.shape[1]} values per example from a model output of "
-                    f"per-example shape {tuple(output.shape[1:])}; it must select exactly one"
-                )
-            picked = picked[:, 0]
-        return picked
+def as_tensor_output(output) -> Tensor:
+    """A model output as a tensor: Python numbers become 0-d tensors of their own
+    type (int64, float64), as in Captum."""
+    if isinstance(output, Tensor):
+        return output
+    if isinstance(output, numbers.Number) and not isinstance(output, (bool, complex)):
+        return torch.tensor(output, dtype=torch.int64 if isinstance(output, numbers.Integral) else torch.float64)
+    raise TypeError(f"the selected model output must be a tensor or a number; got {type(output).__name__}")
 
 
 def select_output(output: Any, selector) -> Tensor:
@@ -137,20 +48,18 @@ def select_output(output: Any, selector) -> Tensor:
                 output = output[selector]
             except (KeyError, IndexError, TypeError):
                 raise ValueError(f"output_selector {selector!r} does not select anything from the model output") from None
-    elif isinstance(output, dict) or isinstance(output, (tuple, list)):
+    elif isinstance(output, (dict, tuple, list)):
         raise ValueError(
             f"the model returned a {type(output).__name__}; pass output_selector=<index, key or callable> "
             "to pick the tensor to explain"
         )
-    if not isinstance(output, Tensor):
-        raise TypeError(f"the selected model output must be a tensor; got {type(output).__name__}")
-    if output.dim() == 0:
-        output = output.reshape(1)
-    return output
+    return as_tensor_output(output)
 
 
 class ForwardAdapter:
-    """Calls ``forward_func`` on rows and reduces each row to the explained scalar."""
+    """Calls ``forward_func`` on rows and reduces each row to the explained values."""
+
+    __slots__ = ("forward_func", "n", "target", "args", "kwargs", "output_selector", "futures")
 
     def __init__(
         self,
@@ -160,28 +69,114 @@ class ForwardAdapter:
         additional_forward_args=None,
         forward_kwargs=None,
         output_selector=None,
+        *,
+        futures: bool = False,
     ):
         if not callable(forward_func):
             raise TypeError(f"forward_func must be callable (an nn.Module or function); got {type(forward_func).__name__}")
         self.forward_func = forward_func
         self.n = n_examples
-        self.target = target if isinstance(target, Target) else Target(target, n_examples)
+        self.target = Target.of(target, n_examples)
         self.args = format_additional_args(additional_forward_args)
         self.kwargs = format_forward_kwargs(forward_kwargs)
         self.output_selector = output_selector
+        self.futures = futures
+
+    def _replace(self, **changes) -> "ForwardAdapter":
+        new = object.__new__(ForwardAdapter)
+        for name in ForwardAdapter.__slots__:
+            object.__setattr__(new, name, changes.get(name, getattr(self, name)))
+        return new
+
+    def with_target(self, target) -> "ForwardAdapter":
+        """This adapter explaining ``target`` (any form :class:`Target` takes)."""
+        return self._replace(target=Target.of(target, self.n))
+
+    def with_forward(self, forward_func: Callable, *, args=_KEEP, kwargs=_KEEP, output_selector=_KEEP) -> "ForwardAdapter":
+        """This adapter calling ``forward_func`` instead (with the same extra
+        arguments, target and selector unless given)."""
+        changes: dict = {"forward_func": forward_func}
+        if args is not _KEEP:
+            changes["args"] = format_additional_args(args)
+        if kwargs is not _KEEP:
+            changes["kwargs"] = format_forward_kwargs(kwargs)
+        if output_selector is not _KEEP:
+            changes["output_selector"] = output_selector
+        return self._replace(**changes)
+
+    def call(self, inputs: tuple[Tensor, ...], examples: Tensor):
+        """The model's raw return for rows whose example indices are ``examples``."""
+        args = tuple(rows_of(a, examples, self.n) for a in self.args)
+        kwargs = {k: rows_of(v, examples, self.n) for k, v in self.kwargs.items()}
+        return self.forward_func(*inputs, *args, **kwargs)
+
+    def _then(self, raw, fn: Callable):
+        """``fn(selected output)``, or a future of it for a model returning futures."""
+        if isinstance(raw, Future):
+            if not self.futures:
+                raise TypeError(
+                    "forward_func returned a torch.futures.Future; call attribute_future(...) instead of attribute(...)"
+                )
+            return raw.then(lambda done: fn(select_output(done.value(), self.output_selector)))
+        if self.futures:
+            raise TypeError(
+                "attribute_future needs a forward_func that returns a torch.futures.Future; "
+                f"it returned {type(raw).__name__} (call attribute(...) instead)"
+            )
+        return fn(select_output(raw, self.output_selector))
+
+    def _rows(self, out: Tensor, n_rows: int) -> Tensor:
+        if out.dim() == 0:
+            out = out.reshape(1)
+        if out.shape[0] != n_rows:
+            if out.numel() != n_rows:
+                raise ValueError(
+                    f"the model output has {out.shape[0]} rows for {n_rows} input rows; "
+                    "its first dimension must be the batch"
+                )
+            out = out.reshape(n_rows)
+        return out
 
     def outputs(self, inputs: tuple[Tensor, ...], examples: Tensor) -> Tensor:
         """The selected model output for rows whose example indices are ``examples``."""
-        args = tuple(rows_of(a, examples, self.n) for a in self.args)
-        kwargs = {k: rows_of(v, examples, self.n) for k, v in self.kwargs.items()}
-        out = select_output(self.forward_func(*inputs, *args, **kwargs), self.output_selector)
-        if out.shape[0] != inputs[0].shape[0] and out.numel() != inputs[0].shape[0]:
-            raise ValueError(
-                f"the model output has {out.shape[0]} rows for {inputs[0].shape[0]} input rows; "
-                "its first dimension must be the batch"
-            )
-        return out
+        return self._then(self.call(inputs, examples), lambda out: self._rows(out, inputs[0].shape[0]))
 
     def scalars(self, inputs: tuple[Tensor, ...], examples: Tensor) -> Tensor:
         """One explained scalar per row."""
-        return self.target.select(self.outputs(inputs, examples), examples)
+        n_rows = inputs[0].shape[0]
+        return self._then(self.call(inputs, examples), lambda out: self.target.select(self._rows(out, n_rows), examples))
+
+    def values(self, inputs: tuple[Tensor, ...], examples: Tensor) -> Tensor:
+        """The explained values of each row, ``(rows, *rest)``: one scalar per row
+        when the target picks one, every output element for ``target=None``."""
+        n_rows = inputs[0].shape[0]
+        return self._then(self.call(inputs, examples), lambda out: self.target.values(self._rows(out, n_rows), examples))
+
+    def batch_values(self, inputs: tuple[Tensor, ...]):
+        """The explained values of a model whose output does not have one row per
+        example (evaluated on one whole batch): the output, at least 1-D, indexed by
+        the target when one index shared by all examples is given."""
+        return self._then(self.call(inputs, torch.arange(self.n)), self._batch_target)
+
+    def _batch_target(self, out: Tensor) -> Tensor:
+        out = out.reshape(1) if out.dim() == 0 else out
+        target = self.target
+        if target.unset:
+            return out
+        if target.shared is not None:
+            return target.values(out, torch.zeros(out.shape[0], dtype=torch.long)).reshape(-1)
+        raise ValueError(
+            "the model returns one output for the whole batch (its first dimension is not the batch), so target "
+            "must be None or one index shared by every example; got a per-example target"
+        )
+
+
+def is_batch_output(output: Tensor, n_examples: int) -> bool:
+    """Whether a model output for ``n_examples`` inputs is one output for the whole
+    batch (Captum's "aggregate" mode): a 0-d tensor, one value for several examples,
+    or a first dimension other than the batch."""
+    if output.dim() == 0:
+        return True
+    if n_examples > 1 and output.numel() == 1:
+        return True
+    return output.shape[0] != n_examples

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..core.forward import ForwardAdapter
+from ..core.targets import Target
 from ..core.hooks import model_guard
 from ..core.perturb import forward_rows
 
@@ -69,10 +70,10 @@ def _curves(model, inputs, attributions, target, steps, reveal, hide, apply_soft
     counts = torch.round(torch.arange(steps + 1, dtype=torch.float64) * n_features / steps).long().to(ranks.device)
     forward = (lambda *a, **kw: torch.softmax(model(*a, **kw), dim=1)) if apply_softmax else model
     with torch.no_grad(), model_guard(model):
-        if target is None:  # each example's predicted class
-            plain = ForwardAdapter(model, n, None, additional_forward_args)
-            target = plain.outputs((inputs,), torch.arange(n)).argmax(1)
-        adapter = ForwardAdapter(forward, n, target, additional_forward_args)
+        plain = ForwardAdapter(model, n, Target.of(target, n, none="predicted"), additional_forward_args)
+        if plain.target.predicted:  # each example's predicted class
+            plain = plain.with_target(plain.target.resolved(plain.outputs((inputs,), torch.arange(n))))
+        adapter = plain.with_forward(forward)
         table = torch.empty((steps + 1) * n, dtype=torch.float64)
 
         def build(rows, examples):

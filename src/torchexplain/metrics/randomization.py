@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core.hooks import model_guard, module_hooks
+from ..core.targets import predicted
 
 
 def spearman(a: Tensor, b: Tensor) -> Tensor:
@@ -79,7 +80,7 @@ def randomization_check(method, model: nn.Module, inputs: Tensor, target=None, l
         raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
     if target is None:
         with torch.no_grad(), model_guard(model):
-            target = model(inputs).argmax(1)
+            target = predicted(model(inputs)).to(inputs.device)
     explain = _explainer(method, target, attribute_kwargs)
     original = explain(copy.deepcopy(model), inputs)
     original = original.abs() if absolute else original
