@@ -3,7 +3,7 @@
 from .base import Attribution
 from .gradient import Deconvolution, GuidedBackprop, InputXGradient, Saliency
 from .deeplift import DeepLift, DeepLiftShap
-from .ablation import FeatureAblation, FeaturePermutation
+from .ablation import FeatureAblation, FeaturePermutation, PerturbationAttribution
 from .integrated import IntegratedGradients
 from .layer import (
     GuidedGradCam,
@@ -21,8 +21,11 @@ from .layer_path import (
 )
 from .layer_base import LayerAttribution
 from .lime import KernelShap, Lime, get_exp_kernel_similarity_function
+from .layer_deeplift import LayerDeepLiftShap
+from .layer_lrp import LayerLRP
 from .lrp import (
     LRP,
+    Alpha1_Beta0_Rule,
     AlphaBeta,
     Composite,
     Epsilon,
@@ -34,6 +37,7 @@ from .lrp import (
     GammaRule,
     Identity,
     IdentityRule,
+    PropagationRule,
     ZBox,
     ZPlus,
 )
@@ -55,6 +59,7 @@ from .rise import RISE
 from .shapley import ShapleyValues, ShapleyValueSampling
 
 __all__ = [
+    "PerturbationAttribution",
     "NeuronAttribution",
     "NeuronConductance",
     "NeuronDeconvolution",
@@ -86,6 +91,10 @@ __all__ = [
     "ShapleyValues",
     "get_exp_kernel_similarity_function",
     "LRP",
+    "LayerLRP",
+    "LayerDeepLiftShap",
+    "Alpha1_Beta0_Rule",
+    "PropagationRule",
     "AlphaBeta",
     "Composite",
     "Epsilon",

@@ -3,7 +3,10 @@
 Inputs and references run through the model as one batch ``[inputs; references]``;
 the rescale rule replaces the backward of every activation and max-pool the model
 computes (module, functional, in-place or reused alike), so on ReLU / max-pool /
-BatchNorm networks in eval mode the attributions sum to ``F(x) - F(x0)``.
+BatchNorm networks in eval mode the attributions sum to ``F(x) - F(x0)``. Softmax
+(``nn.Softmax``, ``F.softmax``, ``tensor.softmax``) gets Captum's centred rescale,
+completed so that it too sums to the output change
+(:func:`~torchexplain.core.rules.softmax_multipliers`).
 """
 
 from __future__ import annotations

@@ -33,17 +33,22 @@ from .lrp_rules import (
     EpsilonRule,
     Gamma,
     GammaRule,
+    Alpha1_Beta0_Rule,
     Identity,
     IdentityRule,
+    PropagationRule,
     Rule,
     ZBox,
     ZPlus,
+    as_rule,
     check_rule,
+    is_rule_object,
 )
 
 __all__ = [
     "LRP", "Rule", "Epsilon", "Gamma", "ZPlus", "AlphaBeta", "ZBox", "Identity", "EpsilonRule", "GammaRule",
-    "IdentityRule", "Composite", "EpsilonPlus", "EpsilonGammaBox", "EpsilonAlpha2Beta1",
+    "IdentityRule", "Alpha1_Beta0_Rule", "PropagationRule", "Composite", "EpsilonPlus", "EpsilonGammaBox",
+    "EpsilonAlpha2Beta1",
 ]  # fmt: skip
 
 DEFAULT_RULE = Epsilon()
@@ -54,20 +59,45 @@ def _check_rules(rules) -> dict:
         return {}
     if not isinstance(rules, Mapping):
         raise TypeError(f"rules must be a mapping {{module name or module type: rule}}; got {type(rules).__name__}")
+    checked = {}
     for key, rule in rules.items():
         if not (isinstance(key, str) or (isinstance(key, type) and issubclass(key, nn.Module))):
             raise TypeError(f"rules keys must be module names (str) or nn.Module subclasses; got {key!r}")
-        check_rule(rule, f"rules[{key!r}]")
-    return dict(rules)
+        checked[key] = check_rule(as_rule(rule, f"rules[{key!r}]"), f"rules[{key!r}]")  # (Captum's objects too)
+    return checked
+
+
+def _rule_attribute(module: nn.Module):
+    """The ``rule`` a user set on ``module`` (Captum's way), without triggering
+    ``nn.Module.__getattr__`` (a submodule or parameter named "rule" is no rule); a
+    class attribute counts only when it is a rule object (not, say, a method)."""
+    if "rule" in module.__dict__:
+        return module.__dict__["rule"]
+    value = getattr(type(module), "rule", None)
+    return value if is_rule_object(value) else None
+
+
+def module_rules(model: nn.Module) -> dict:
+    """Every module's ``rule`` attribute as a rule of ours (Captum's rule objects are
+    read too); a value that is no rule is a TypeError naming the module. Read only:
+    nothing is written onto, or removed from, the model."""
+    found = {}
+    for name, module in model.named_modules():
+        rule = as_rule(_rule_attribute(module), f"{name or 'model'}.rule")
+        if rule is not None:
+            found[module] = rule
+    return found
 
 
 class _RuleChooser:
-    """Picks the rule of each intercepted op: ``rules`` (by name, then type, innermost
-    running module first), then the composite, then epsilon (Captum's default)."""
+    """Picks the rule of each intercepted op. Innermost running module first: its
+    entry in ``rules`` (by name, then by type), else its ``rule`` attribute; then the
+    composite; then epsilon (Captum's default)."""
 
     def __init__(self, model: nn.Module, rules: dict, composite: Composite | None, verbose: bool):
         self.model, self.rules, self.composite, self.verbose = model, rules, composite, verbose
         self.names = {m: name for name, m in model.named_modules()}
+        self.attributes = module_rules(model)
         self.stack: list[nn.Module] = []
         self.reported: set = set()
 
@@ -88,6 +118,8 @@ class _RuleChooser:
             for cls in type(module).__mro__:
                 if cls in self.rules:
                     return self.rules[cls]
+            if module in self.attributes:
+                return self.attributes[module]
         return None
 
     def _report(self, kind: str, rule: Rule) -> None:
@@ -98,7 +130,7 @@ class _RuleChooser:
             print(f"LRP: applied {rule!r} to {kind} op in {where}")
 
     def _hooks(self) -> list:
-        if not (self.rules or self.composite is not None or self.verbose):
+        if not (self.rules or self.attributes or self.composite is not None or self.verbose):
             return []
 
         def push(module, inputs) -> None:
@@ -120,13 +152,35 @@ class _RuleChooser:
 class LRP(Attribution):
     """Layer-wise relevance propagation, Captum-compatible.
 
-    ``rules`` maps module names (as in ``named_modules()``) or module types to rules
-    and applies to every op run inside that module (the innermost match wins);
-    ``composite`` (e.g. :class:`EpsilonPlus`) picks rules by op kind or module type;
-    ops matched by neither use ``Epsilon()``, Captum's default. ``fold_batchnorm``
-    folds eval-mode batch norms into the layer feeding them for the duration of each
-    call (off by default, as Captum does not fold). The model is never edited: every
-    change is undone when ``attribute`` returns or raises.
+    The target output ``f(x)`` is the relevance at the top; each op hands the relevance
+    of its output to its inputs by its rule (epsilon: ``R_in = x * J^T (R / (z + eps
+    sign z))``), elementwise activations and dropout pass it unchanged, and the
+    attributions are the relevance reaching the inputs. ``return_convergence_delta``
+    adds Captum's delta ``f(x) - sum(R_in)`` per example (zero when relevance is
+    conserved, e.g. LRP-0 on a bias-free network).
+
+    Rules, for each op, innermost running module first:
+
+    1. ``rules`` (beyond Captum): a mapping of module names (as in
+       ``named_modules()``) or module types to rules; by name, then by type;
+    2. the module's ``rule`` attribute, set by the user as in Captum
+       (``model.conv1.rule = GammaRule()``; Captum's own rule objects are read too).
+       It is only read: LRP never writes, replaces or removes it;
+    3. ``composite`` (e.g. :class:`EpsilonPlus`), by op kind or module type;
+    4. ``Epsilon()``, Captum's default.
+
+    So ``rules`` wins over an attribute on the same module, and a rule for an inner
+    module wins over one for a module containing it. A rule applies to every op run
+    inside its module (for a leaf module such as ``nn.Conv2d``: exactly Captum's
+    meaning). Any module type, reused module, functional op or residual ``+`` is
+    handled (Captum refuses modules without a rule of its own and reused modules).
+
+    Dropout in training mode is run as it is (Captum does not switch to eval either)
+    and passes relevance unchanged; the output that is explained and the relevance
+    come from one and the same forward pass, so they agree whatever the dropout mask.
+    ``fold_batchnorm`` folds eval-mode batch norms into the layer feeding them for the
+    duration of each call (off by default, as Captum does not fold). The model is
+    never edited: every change is undone when ``attribute`` returns or raises.
     """
 
     def __init__(self, model: nn.Module, rules=None, composite: Composite | None = None, fold_batchnorm: bool = False):
@@ -136,11 +190,12 @@ class LRP(Attribution):
             raise TypeError(f"composite must be a Composite (e.g. EpsilonPlus()); got {type(composite).__name__}")
         if not isinstance(fold_batchnorm, bool):
             raise TypeError(f"fold_batchnorm must be a bool; got {type(fold_batchnorm).__name__}")
-        super().__init__(model)
+        Attribution.__init__(self, model)  # (LayerLRP's next base is LayerAttribution)
         self.model = model
         self.rules = _check_rules(rules)
         self.composite = composite
         self.fold_batchnorm = fold_batchnorm
+        module_rules(model)  # a module's ``rule`` that is no rule fails here, as in Captum
 
     _multiply_by_inputs = True
 
@@ -160,20 +215,29 @@ class LRP(Attribution):
         ``inputs``; with ``return_convergence_delta``, also Captum's delta
         ``output - sum(relevance)`` per example."""
         inputs, is_tuple, adapter = self._prepare(inputs, target, additional_forward_args)
-        for name, value in (("return_convergence_delta", return_convergence_delta), ("verbose", verbose)):
+        self._check_flags(return_convergence_delta=return_convergence_delta, verbose=verbose)
+        relevance, outputs = self._run(inputs, adapter, internal_batch_size, verbose)
+        result = format_output(is_tuple, relevance)
+        if return_convergence_delta:
+            return result, self.compute_convergence_delta(relevance, outputs)
+        return result
+
+    @staticmethod
+    def _check_flags(**flags) -> None:
+        for name, value in flags.items():
             if not isinstance(value, bool):
                 raise TypeError(f"{name} must be a bool; got {type(value).__name__}")
+
+    def _run(self, inputs, adapter, internal_batch_size, verbose: bool, taps=None):
+        """Relevance at the inputs (or at the values ``taps`` record) and the explained
+        outputs, under the rules, with the model guarded."""
         chunk = self._chunk(internal_batch_size)
         chooser = _RuleChooser(self.model, self.rules, self.composite, verbose)
         with self._guard():
             for p in self.model.parameters():
                 p.requires_grad_(False)
             with self._canonized(inputs, adapter):
-                relevance, outputs = self._propagate(inputs, adapter, chunk, chooser)
-        result = format_output(is_tuple, relevance)
-        if return_convergence_delta:
-            return result, self.compute_convergence_delta(relevance, outputs)
-        return result
+                return self._propagate(inputs, adapter, chunk, chooser, taps)
 
     def _canonized(self, inputs, adapter):
         if not self.fold_batchnorm:
@@ -182,23 +246,48 @@ class LRP(Attribution):
         rows = tuple(take(x, first) for x in inputs)
         return BatchNormFolding(batchnorm_pairs(self.model, lambda: adapter.outputs(rows, first)))
 
-    def _propagate(self, inputs, adapter, chunk, chooser):
-        relevance = [torch.empty_like(x) for x in inputs]
+    def _propagate(self, inputs, adapter, chunk, chooser, taps=None):
+        """Relevance = (d output / d values under the rules) * output, per row. The
+        values are the inputs, or with ``taps`` (LayerLRP) what each tap records (then
+        one list of tensors per tap)."""
+        relevance: list = []
         outputs: list[tuple[Tensor, Tensor]] = []
+        seen: dict = {}
 
         def build(rows, examples):
-            return tuple(take(x, examples) for x in inputs)
+            chunk_inputs = tuple(take(x, examples) for x in inputs)
+            if taps is None:
+                return chunk_inputs
+            # the inputs take part in the graph so that every layer below the taps is
+            # intercepted too (a composite's first layer is the model's first layer)
+            return tuple(x.detach().requires_grad_(True) if x.is_floating_point() else x for x in chunk_inputs)
+
+        def score(chunk_inputs, rows, examples):
+            with contextlib.ExitStack() as stack:
+                records = [stack.enter_context(tap.recording(grad=True)) for tap in taps]
+                scalars = adapter.scalars(chunk_inputs, examples)
+            seen["values"] = tuple(v for record in records for v in record.values)
+            seen["counts"] = [len(record.values) for record in records]
+            return scalars
 
         def consume(rows, examples, grads, scalars):
+            if not relevance:
+                relevance.extend(g.new_empty((adapter.n,) + g.shape[1:]) for g in grads)
             for total, g in zip(relevance, grads):
-                total[rows] = g * scalars.to(g.dtype).reshape((-1,) + (1,) * (g.dim() - 1))
+                total[rows.to(total.device)] = g * scalars.to(g.dtype).reshape((-1,) + (1,) * (g.dim() - 1))
             outputs.append((rows, scalars))
 
         with torch.enable_grad():  # also under a caller's torch.no_grad()
-            row_gradients(adapter, adapter.n, build, consume, internal_batch_size=chunk, context=chooser.active)
+            row_gradients(
+                adapter, adapter.n, build, consume, internal_batch_size=chunk, context=chooser.active,
+                score=None if taps is None else score, wrt=None if taps is None else (lambda: seen.pop("values")),
+            )
         values = torch.empty(adapter.n, dtype=outputs[0][1].dtype, device=outputs[0][1].device)
         for rows, scalars in outputs:
             values[rows.to(values.device)] = scalars
+        if taps is not None:  # one list of tensors per tap
+            bounds = torch.tensor([0] + seen["counts"]).cumsum(0).tolist()
+            relevance = [relevance[a:b] for a, b in zip(bounds, bounds[1:])]
         return relevance, values
 
     def compute_convergence_delta(self, attributions, output: Tensor) -> Tensor:

@@ -9,11 +9,19 @@ as the epsilon rule with its ``eps``.
 
 A composite maps op kinds or module types to rules, with an optional rule for the
 first dense or convolutional layer of the forward pass.
+
+Captum's rule names (``captum.attr._utils.lrp_rules``) are here with Captum's
+constructor arguments: ``PropagationRule`` (the base; a subclass may define Captum's
+``_manipulate_weights(module, inputs, outputs)``), ``EpsilonRule(epsilon=1e-9)``,
+``GammaRule(gamma=0.25, set_bias_to_zero=False)``, ``Alpha1_Beta0_Rule(set_bias_to_zero=False)``
+and ``IdentityRule(epsilon=1e-9)``. :func:`as_rule` reads a rule set on a module
+(``module.rule = GammaRule()``), ours or Captum's own objects.
 """
 
 from __future__ import annotations
 
 import numbers
+import types
 
 import torch
 from torch import Tensor, nn
@@ -28,19 +36,34 @@ def _number(value, name: str, minimum: float = 0.0) -> float:
 
 
 class Rule:
-    """Base of every rule: the plain z-rule with stabiliser ``eps``."""
+    """Base of every rule: the plain z-rule with stabiliser ``eps`` (Captum's
+    ``STABILITY_FACTOR``). A subclass that defines Captum's
+    ``_manipulate_weights(module, inputs, outputs)`` has its one term built from the
+    weights that method leaves on a stand-in for the module (``.weight``, ``.bias``:
+    copies, never the model's own), as Captum's custom rules do."""
 
     eps = 1e-9
     identity = False
 
+    @property
+    def STABILITY_FACTOR(self) -> float:  # noqa: N802 (Captum's name)
+        return self.eps
+
+    @STABILITY_FACTOR.setter
+    def STABILITY_FACTOR(self, value: float) -> None:  # noqa: N802
+        self.eps = _number(value, "STABILITY_FACTOR")
+
     def groups(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> list:
-        return [(1.0, [Term(x, weight, bias)])]
+        manipulate = getattr(self, "_manipulate_weights", None)
+        if manipulate is None:
+            return [(1.0, [Term(x, weight, bias)])]
+        return [(1.0, [manipulated_term(manipulate, x, weight, bias)])]
 
     @property
     def plain(self) -> bool:
         """True when ``groups`` is this one term, the layer itself: its ``z`` is then the
         layer's output, and the engine reuses the forward pass instead of recomputing."""
-        return type(self).groups is Rule.groups
+        return type(self).groups is Rule.groups and not hasattr(self, "_manipulate_weights")
 
     def _params(self) -> dict:
         return {"epsilon": self.eps}
@@ -147,16 +170,93 @@ class ZBox(Rule):
 
 
 class Identity(Rule):
-    """Relevance passes unchanged (shape-preserving ops only, e.g. batch norm)."""
+    """Relevance passes unchanged (shape-preserving ops only, e.g. batch norm).
+    ``epsilon`` is accepted as Captum's ``IdentityRule`` accepts it, and unused."""
 
     identity = True
+
+    def __init__(self, epsilon: float = 1e-9):
+        self.eps = _number(epsilon, "epsilon")
 
     def _params(self):
         return {}
 
 
+class Alpha1_Beta0_Rule(Rule):  # noqa: N801 (Captum's name)
+    """Captum's alpha=1, beta=0 rule: positive weights only, ``z = W+ x + b`` with the
+    input whole and the bias kept (zeroed with ``set_bias_to_zero``):
+    ``R_in = x * W+^T (R / (W+ x + b))``. On non-negative inputs without bias this is
+    :class:`ZPlus`."""
+
+    def __init__(self, set_bias_to_zero: bool = False, epsilon: float = 1e-9):
+        self.set_bias_to_zero = bool(set_bias_to_zero)
+        self.eps = _number(epsilon, "epsilon")
+
+    def groups(self, x, weight, bias):
+        return [(1.0, [Term(x, weight.clamp(min=0), None if self.set_bias_to_zero else bias)])]
+
+    def _params(self):
+        return {"set_bias_to_zero": self.set_bias_to_zero, "epsilon": self.eps}
+
+
 # Captum's names for the rules with the same meaning.
-EpsilonRule, GammaRule, IdentityRule = Epsilon, Gamma, Identity
+PropagationRule, EpsilonRule, GammaRule, IdentityRule = Rule, Epsilon, Gamma, Identity
+
+
+def manipulated_term(manipulate, x: Tensor, weight: Tensor, bias: Tensor | None) -> Term:
+    """The term ``(x, W', b')`` where ``W'`` and ``b'`` are what Captum's
+    ``_manipulate_weights(module, inputs, outputs)`` leaves on a stand-in module holding
+    copies of the layer's weight and bias."""
+    module = types.SimpleNamespace(
+        weight=weight.detach().clone(), bias=None if bias is None else bias.detach().clone()
+    )
+    manipulate(module, (x,), None)
+    return Term(x, module.weight, module.bias)
+
+
+class _CaptumRule(Rule):
+    """A rule object of Captum's own classes (read from a module's ``rule``), applied
+    as Captum applies it: its ``_manipulate_weights`` on copies of the weights, its
+    ``STABILITY_FACTOR`` in the denominators."""
+
+    def __init__(self, rule):
+        self.rule = rule
+        self.eps = _number(getattr(rule, "STABILITY_FACTOR", 1e-9), f"{type(rule).__name__}.STABILITY_FACTOR")
+
+    def groups(self, x, weight, bias):
+        return [(1.0, [manipulated_term(self.rule._manipulate_weights, x, weight, bias)])]
+
+    def __repr__(self) -> str:
+        return f"{type(self.rule).__name__}(captum, epsilon={self.eps!r})"
+
+
+def _captum_class_names(value) -> list[str]:
+    return [c.__name__ for c in type(value).__mro__ if c.__module__.startswith("captum.")]
+
+
+def is_rule_object(value) -> bool:
+    """Whether ``value`` is a rule of ours or an object of Captum's rule classes."""
+    return isinstance(value, Rule) or "PropagationRule" in _captum_class_names(value)
+
+
+def as_rule(value, where: str) -> Rule | None:
+    """A module's ``rule`` attribute as a rule of ours: ours as is; None (unset, as
+    Captum allows) as None; an object of Captum's rule classes (found by duck typing:
+    nothing here imports Captum) as the same rule. Anything else is a TypeError."""
+    if value is None or isinstance(value, Rule):
+        return value
+    names = _captum_class_names(value)
+    if "PropagationRule" in names:
+        if "IdentityRule" in names:
+            return Identity()
+        if type(value).__module__.startswith("captum.") and type(value).__name__ == "EpsilonRule":
+            return Epsilon(_number(value.STABILITY_FACTOR, f"{where}.STABILITY_FACTOR"))
+        if callable(getattr(value, "_manipulate_weights", None)):
+            return _CaptumRule(value)
+    raise TypeError(
+        f"{where} must be an LRP rule (e.g. EpsilonRule(), GammaRule(), Alpha1_Beta0_Rule(), IdentityRule()); "
+        f"got {type(value).__name__}"
+    )
 
 
 def _check_selector(selector, where: str):

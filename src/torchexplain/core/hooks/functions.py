@@ -5,9 +5,10 @@ It intercepts at the function level (a ``TorchFunctionMode``), so functional
 (``F.relu``), in-place (``relu_``), reused and forward-created activations are all
 seen; user modules are never touched.
 
-A rule is data: an object with ``kinds`` (the operations it overrides), a
-``backward(kind, saved, grad_output)`` returning the gradient for the operation's input,
-and optionally ``needs_input = False`` when its backward reads only the output.
+A rule is data: an object with ``kinds`` (the operations it overrides: elementwise
+activations by name, "max_pool", "softmax"), a ``backward(kind, saved, grad_output)``
+returning the gradient for the operation's input, and optionally
+``needs_input = False`` when its backward reads only the output.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ _ELEMENTWISE: dict[str, tuple] = {
 }
 ELEMENTWISE_KINDS = frozenset(_ELEMENTWISE)
 _KIND_OF = {f: kind for kind, fns in _ELEMENTWISE.items() for f in fns}
+# softmax callables (kind "softmax"); the rule sees the dimension as ``Saved.dim``
+_SOFTMAX = frozenset((F.softmax, torch.softmax, Tensor.softmax))
 # max-pooling callables -> (the functional form that can return indices, position of
 # its return_indices argument)
 _POOLS = {
@@ -76,6 +79,7 @@ class Saved:
     y: Tensor
     fn: Callable[[Tensor], Tensor]
     indices: Tensor | None = None
+    dim: int | None = None  # softmax: the (non-negative) dimension it normalises
 
     def local_grad(self, grad_output: Tensor) -> Tensor:
         """The ordinary gradient of the op at ``x`` for ``grad_output``."""
@@ -87,20 +91,29 @@ class Saved:
 
 class _Elementwise(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, fn, call, rule, kind, inplace):
+    def forward(ctx, x, fn, call, rule, kind, inplace, dim=None):
         x_in = None if not getattr(rule, "needs_input", True) else (x.clone() if inplace else x)
         y = call(x)
         if y is x:
             ctx.mark_dirty(x)
         ctx.save_for_backward(x_in, y)
-        ctx.fn, ctx.rule, ctx.kind = fn, rule, kind
+        ctx.fn, ctx.rule, ctx.kind, ctx.dim = fn, rule, kind, dim
         return y
 
     @staticmethod
     def backward(ctx, grad_output):
         x, y = ctx.saved_tensors
-        grad = ctx.rule.backward(ctx.kind, Saved(x, y, ctx.fn), grad_output)
-        return grad, None, None, None, None, None
+        grad = ctx.rule.backward(ctx.kind, Saved(x, y, ctx.fn, dim=ctx.dim), grad_output)
+        return grad, None, None, None, None, None, None
+
+
+def _softmax_dim(x: Tensor, args, kwargs) -> int:
+    """The dimension a softmax call normalises (PyTorch's implicit choice for
+    ``dim=None``: 0 for 0-, 1- and 3-d inputs, else 1), made non-negative."""
+    dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
+    if dim is None:
+        dim = 0 if x.dim() in (0, 1, 3) else 1
+    return dim % max(1, x.dim())
 
 
 class _MaxPool(torch.autograd.Function):
@@ -159,6 +172,10 @@ class FunctionRules(TorchFunctionMode):
             call = lambda t: func(t, *rest, **kwargs)  # noqa: E731
             plain = (lambda t: call(t.clone())) if inplace else call
             return _Elementwise.apply(x, plain, call, self.rule, kind, inplace)
+        if func in _SOFTMAX and "softmax" in self.kinds:
+            rest = args[1:]
+            call = lambda t: func(t, *rest, **kwargs)  # noqa: E731
+            return _Elementwise.apply(x, call, call, self.rule, "softmax", False, _softmax_dim(x, args, kwargs))
         if func in _POOLS and "max_pool" in self.kinds:
             pool = _pool_call(func, args, kwargs)
             if pool is not None:

@@ -4,7 +4,8 @@ Inside :func:`relevance_rules`, what flows backward through the model is relevan
 not gradient. Every op that mixes values (dense and convolutional layers, batch norm,
 pooling, sums and means, additions, products, matrix products) is intercepted at the
 function level (a ``TorchFunctionMode``) and its backward replaced by an LRP rule;
-elementwise activations pass relevance through unchanged; ops that only move values
+elementwise activations and dropout (in training mode, its mask drawn as usual) pass
+relevance through unchanged; ops that only move values
 around (views, concatenation, indexing, padding) keep their ordinary backward, which
 routes relevance to where each value came from. Functional, in-place, reused and
 forward-created ops are all seen, and user modules are never touched.
@@ -255,6 +256,22 @@ def _norm(mode, func, args, kwargs, kind):
     return _by_rule(rule, x, _affine, scale.detach(), shift.detach(), forward)
 
 
+def _dropout_args(input, p=0.5, training=True, inplace=False):
+    return p, training, inplace
+
+
+def _dropout(mode, func, args, kwargs):
+    """Dropout (any variant) in training mode: the forward draws its mask as usual and
+    relevance passes unchanged (the identity rule), so the relevance of a pass sums to
+    that pass's own output. In eval mode dropout is the identity anyway."""
+    x = args[0]
+    p, training, inplace = _dropout_args(*args, **kwargs)
+    if not _needs(x) or not training:
+        return NotImplemented
+    out = _apply(lambda t: func(t, p, True, False), identity_relevance, [x.clone() if inplace else x], True)
+    return x.copy_(out) if inplace else out
+
+
 def _returns_indices(func, args, kwargs) -> bool:
     position = _INDICES_AT.get(func)
     if position is None:
@@ -307,6 +324,8 @@ def _table() -> dict:
     for f in (F.conv1d, F.conv2d, F.conv3d, F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d):
         table[f] = partial(_layer, kind="conv")
     table[F.batch_norm] = partial(_norm, kind="norm")
+    for f in (F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout):
+        table[f] = _dropout
     pools = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d,
              F.adaptive_avg_pool3d, F.max_pool1d, F.max_pool2d, F.max_pool3d, F.adaptive_max_pool1d,
              F.adaptive_max_pool2d, F.adaptive_max_pool3d)  # fmt: skip

@@ -1,0 +1,82 @@
+"""LayerDeepLiftShap: DeepLIFT at a layer against every row of a baseline
+distribution, averaged (Captum's ``LayerDeepLiftShap``).
+
+Built on :class:`~torchexplain.attr.LayerDeepLift` as
+:class:`~torchexplain.attr.DeepLiftShap` is built on DeepLift: the (example, baseline)
+pairs are rows of the one chunked evaluator, each row running as ``[inputs; references]``
+under the rescale rule.
+"""
+
+from __future__ import annotations
+
+from ..core.hooks import FunctionRules
+from ..core.inputs import format_baseline_distribution
+from ..core.rules import Rescale
+from .base import RowTotals, example_major_rows, take
+from .deeplift import multiplier_attributions, paired_score
+from .layer_base import layer_output
+from .layer_path import LayerDeepLift
+
+
+class LayerDeepLiftShap(LayerDeepLift):
+    """DeepLIFT (rescale rule) at ``layer`` against each row ``b_j`` of a baseline
+    distribution, averaged: ``A = mean_j m_j * (layer(x) - layer(b_j))``, with ``m_j``
+    the layer's multipliers for the pair ``(x, b_j)`` (``custom_attribution_func(
+    multipliers, layer_inputs, layer_baselines)`` may replace the product; with
+    ``multiply_by_inputs=False`` the multipliers alone are averaged).
+
+    ``baselines``: a tensor (or tuple) of baseline rows ``(B, *input.shape[1:])``, or a
+    callable returning one. Returns the layer's form (a tensor, or a tuple for several
+    outputs; the layer's input with ``attribute_to_layer_input=True``); with
+    ``return_convergence_delta``, also one delta per (example, baseline) pair,
+    example-major as in Captum: ``sum(A_ij) - (F(x_i) - F(b_j))``.
+    """
+
+    def attribute(
+        self,
+        inputs,
+        baselines,
+        target=None,
+        additional_forward_args=None,
+        return_convergence_delta: bool = False,
+        attribute_to_layer_input: bool = False,
+        custom_attribution_func=None,
+        forward_kwargs=None,
+        internal_batch_size="auto",
+    ):
+        inputs, _, adapter = self._prepare(inputs, target, additional_forward_args, forward_kwargs)
+        baselines = format_baseline_distribution(baselines, inputs)
+        n, n_refs = adapter.n, baselines[0].shape[0]
+        with self._guard():
+            totals = self._compare(inputs, baselines, adapter, n_refs, attribute_to_layer_input,
+                                   custom_attribution_func, self._chunk(internal_batch_size))
+            attributions = layer_output([s / n_refs for s in totals.sums])
+            if not return_convergence_delta:
+                return attributions
+            examples, refs = example_major_rows(n, n_refs)
+            gap = self._gap(adapter, [take(b, refs) for b in baselines], [take(x, examples) for x in inputs], examples)
+            return attributions, totals.example_major(n, n_refs) - gap
+
+    def _compare(self, inputs, baselines, adapter, n_refs, to_input, custom, chunk) -> RowTotals:
+        """Rows ``r = j * n + i`` pair example ``i`` with baseline row ``j``; returns
+        the :class:`RowTotals` of their layer attributions."""
+        n = adapter.n
+        found: list[RowTotals] = []
+        rule = Rescale(self.eps)
+
+        def references(rows):
+            return tuple(take(b, rows // n) for b in baselines)
+
+        def consume(rows, examples, grads, values, scalars):
+            k = len(rows)
+            grads, xs, refs = [g[:k] for g in grads], [v[:k] for v in values], [v[k:] for v in values]
+            attrs = multiplier_attributions(grads, xs, refs, custom, self._multiply_by_inputs)
+            if not found:
+                found.append(RowTotals([a.new_zeros((n,) + a.shape[1:]) for a in attrs], n * n_refs))
+            found[0].add(rows, examples, attrs)
+
+        self._layer_gradients(
+            adapter, n * n_refs, lambda rows, examples: tuple(take(x, examples) for x in inputs), consume,
+            to_input=to_input, chunk=chunk, context=lambda: FunctionRules(rule), score=paired_score(adapter, references),
+        )
+        return found[0]
