@@ -95,7 +95,6 @@ def test_bool_masks_are_ids_zero_and_one():
 @pytest.mark.parametrize(
     "mask, match",
     [
-        (torch.zeros(1, 4, 4), "integer"),
         (torch.tensor([[0.5, 1.0, 2.0, 3.0]]), "integer"),
         (torch.zeros(3, 3, 4, 4, dtype=torch.long), "broadcast"),
         (torch.zeros(1, 3, 4, 5, dtype=torch.long), "broadcast"),

@@ -312,7 +312,7 @@ def test_model_unchanged(make):
     (lambda x: KernelShap(linear(torch.ones(16))).attribute(x, n_samples=-1), "n_samples"),
     (lambda x: Lime(linear(torch.ones(16))).attribute(x, feature_mask=torch.zeros(1, 3, 4, dtype=torch.long)),
      "feature_mask"),
-    (lambda x: KernelShap(linear(torch.ones(16))).attribute(x, feature_mask=torch.zeros(1, 1, 4, 4)), "feature_mask"),
+    (lambda x: KernelShap(linear(torch.ones(16))).attribute(x, feature_mask=torch.full((1, 1, 4, 4), 0.5)), "feature_mask"),
 ])
 def test_bad_input_names_the_argument(call, name):
     with pytest.raises(ValueError, match=name):

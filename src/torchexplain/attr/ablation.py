@@ -1,89 +1,41 @@
-"""Feature ablation and permutation, and what every perturbation method shares.
+"""Feature ablation and permutation (Captum's FeatureAblation, FeaturePermutation).
 
-A perturbation method describes its work as *blocks*: block ``b`` is one perturbation
-of every example (the original inputs, one ablated feature, one coalition...). Row
-``b * n + i`` is block ``b`` of example ``i``; all rows run through
-:func:`~torchexplain.core.perturb.forward_rows` (inference mode, memory-sized chunks),
-and the explained scalars come back as a ``(n_blocks, n)`` table that the method folds
-into attributions without further forward passes.
+Block 0 is the inputs, block ``1 + f`` perturbs feature ``f``; every block runs
+through :func:`~torchexplain.attr.blocks.block_values` (see :mod:`.blocks` for models
+with one output for the whole batch, and for futures).
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import torch
 from torch import Tensor
 
 from ..core.inputs import format_baselines, format_output
-from ..core.perturb import forward_rows
-from .seeding import make_generator, positive_int
-from .base import Attribution, take
-from .feature_mask import FeatureMask, format_feature_mask
+from .blocks import Blocks, PerturbationAttribution, example_rows, then
+from .feature_mask import FeatureMask
+from .seeding import make_generator
 
-
-def rows_of(t: Tensor, examples: Tensor) -> Tensor:
-    """Rows ``examples`` of ``t``; a broadcast view (stride 0 over the batch, e.g. a
-    scalar or batch-1 baseline) stays one row that broadcasts."""
-    if t.dim() > 0 and t.shape[0] > 1 and t.stride(0) == 0:
-        return t[:1]
-    return take(t, examples)
-
-
-def block_values(
-    adapter,
-    n_blocks: int,
-    build: Callable[[Tensor, Tensor], tuple],
-    *,
-    perturbations_per_eval="auto",
-    show_progress: bool = False,
-    desc: str = "perturbations",
-) -> Tensor:
-    """The explained scalar of every (block, example): a ``(n_blocks, n)`` table.
-    ``build(blocks, examples)`` returns the inputs of rows given by their block and
-    example indices."""
-    n = adapter.n
-    table: dict[str, Tensor] = {}
-
-    def consume(rows: Tensor, examples: Tensor, scalars: Tensor) -> None:
-        if "v" not in table:
-            table["v"] = torch.empty(n_blocks * n, dtype=scalars.dtype, device=scalars.device)
-        table["v"][rows.to(scalars.device)] = scalars
-
-    forward_rows(
-        adapter,
-        n_blocks * n,
-        lambda rows, examples: build(rows // n, examples),
-        consume,
-        perturbations_per_eval=perturbations_per_eval,
-        show_progress=show_progress,
-        desc=desc,
-    )
-    return table["v"].view(n_blocks, n)
-
-
-def result_dtype(values: Tensor) -> torch.dtype:
-    """Attributions are in the model output's dtype, at least float32."""
-    return torch.promote_types(values.dtype, torch.float32)
-
-
-def to_inputs(attributions, inputs, dtype) -> list[Tensor]:
-    return [a.to(device=x.device, dtype=dtype) for a, x in zip(attributions, inputs)]
+__all__ = ["FeatureAblation", "FeaturePermutation", "PerturbationAttribution", "perturbation_baselines", "randperm"]
 
 
 def randperm(n: int, generator: torch.Generator | None) -> Tensor:
     return torch.randperm(n, generator=generator)
 
 
-class PerturbationAttribution(Attribution):
-    """Base of the forward-only methods: inputs may be of any dtype (token ids
-    included); the model runs under inference mode and is left unchanged."""
+def perturbation_baselines(baselines, inputs) -> tuple[Tensor, ...]:
+    """Baselines for perturbed inputs: as :func:`format_baselines`, but an integer or
+    boolean input with a baseline of a wider type (a float for int token ids) is
+    promoted to it, never truncated."""
+    return format_baselines(baselines, inputs, promote=True)
 
-    def _setup(self, inputs, target, additional_forward_args, forward_kwargs, feature_mask):
-        inputs, is_tuple, adapter = self._prepare(
-            inputs, target, additional_forward_args, forward_kwargs, floating=False
-        )
-        return inputs, is_tuple, adapter, format_feature_mask(feature_mask, inputs)
+
+def _drops(blocks: Blocks) -> Tensor:
+    """``F(x) - F(x with feature f perturbed)``: ``(n_outputs, n_features)``."""
+    v = blocks.flat()
+    return (v[0:1] - v[1:]).t()
 
 
 class FeatureAblation(PerturbationAttribution):
@@ -94,52 +46,74 @@ class FeatureAblation(PerturbationAttribution):
 
     Every ablation runs batched: ``perturbations_per_eval="auto"`` sizes the batches
     from the memory budget; an int is Captum's number of ablations per forward.
+    Attributions have the model output's dtype (an int model gives int attributions,
+    as in Captum) and one row per explained output value: per example, or, for a
+    model with one output for the whole batch (a loss), one row per output value;
+    with ``target=None`` on a model with several outputs per example, every output
+    element is attributed (rows ``example * outputs + output``).
+    ``attribute_future`` takes a ``forward_func`` returning ``torch.futures.Future``.
     """
 
-    def attribute(
-        self,
-        inputs,
-        baselines=None,
-        target=None,
-        additional_forward_args=None,
-        feature_mask=None,
-        perturbations_per_eval="auto",
-        show_progress: bool = False,
-        forward_kwargs=None,
-    ):
+    def attribute(self, inputs, baselines=None, target=None, additional_forward_args=None, feature_mask=None,
+                  perturbations_per_eval="auto", show_progress: bool = False, forward_kwargs=None):
+        return self._attribute(inputs, baselines, target, additional_forward_args, feature_mask,
+                               perturbations_per_eval, show_progress, forward_kwargs, futures=False)
+
+    def attribute_future(self, inputs, baselines=None, target=None, additional_forward_args=None, feature_mask=None,
+                         perturbations_per_eval="auto", show_progress: bool = False, forward_kwargs=None):
+        """:meth:`attribute` for a ``forward_func`` returning ``torch.futures.Future``:
+        every perturbed batch is dispatched before any is waited for (the first one
+        excepted, whose output tells the model's form); returns a future of the
+        attributions."""
+        return self._attribute(inputs, baselines, target, additional_forward_args, feature_mask,
+                               perturbations_per_eval, show_progress, forward_kwargs, futures=True)
+
+    def _attribute(self, inputs, baselines, target, additional_forward_args, feature_mask, perturbations_per_eval,
+                   show_progress, forward_kwargs, *, futures):
         inputs, is_tuple, adapter, fm = self._setup(
-            inputs, target, additional_forward_args, forward_kwargs, feature_mask
+            inputs, target, additional_forward_args, forward_kwargs, feature_mask, futures=futures
         )
-        baselines = format_baselines(baselines, inputs)
+        baselines, n = perturbation_baselines(baselines, inputs), adapter.n
 
         def build(blocks: Tensor, examples: Tensor):
-            xs = [take(x, examples) for x in inputs]
-            bs = [rows_of(b, examples) for b in baselines]
+            xs = [example_rows(x, examples, n) for x in inputs]
+            bs = [example_rows(b, examples, n) for b in baselines]
             return fm.ablate_features(xs, bs, blocks - 1, examples)
 
         return self._ablation_result(inputs, is_tuple, adapter, fm, build, perturbations_per_eval, show_progress)
 
-    def _ablation_result(self, inputs, is_tuple, adapter, fm: FeatureMask, build, perturbations_per_eval, show_progress):
-        """Block 0 is the inputs, block ``1 + f`` ablates feature ``f``."""
-        with self._guard():
-            values = block_values(
-                adapter,
-                1 + fm.n_features,
-                build,
-                perturbations_per_eval=perturbations_per_eval,
-                show_progress=show_progress,
-                desc=type(self).__name__,
-            )
-        drops = (values[0:1] - values[1:]).t()  # (n, n_features)
-        dtype = result_dtype(values)
-        return format_output(is_tuple, to_inputs(fm.expand(drops), inputs, dtype))
+    def _ablation_result(self, inputs, is_tuple, adapter, fm: FeatureMask, build, perturbations_per_eval,
+                         show_progress, skipped: Tensor | None = None):
+        """Attributions from the drops of blocks ``1 + f``; features in ``skipped``
+        get 0."""
+
+        nothing = skipped is not None and len(skipped) == fm.n_features  # only the inputs need a forward
+
+        def finish(blocks: Blocks):
+            if nothing:
+                v = blocks.flat()
+                drops = v.new_zeros((v.shape[1], fm.n_features))
+            else:
+                drops = _drops(blocks)
+                if skipped is not None:
+                    drops[:, skipped.to(drops.device)] = 0
+            return format_output(is_tuple, blocks.attributions(fm, drops, inputs, drops.dtype))
+
+        n_blocks = 1 if nothing else 1 + fm.n_features
+        return then(self._blocks(adapter, fm, inputs, n_blocks, build, perturbations_per_eval, show_progress), finish)
 
 
 class FeaturePermutation(FeatureAblation):
     """Permutation feature importance: each feature is shuffled across the batch (every
     example takes the feature's values from another example, the same permutation for
-    every input tensor the feature spans) and its attribution is ``F(x) - F(x with the
-    feature permuted)`` per example.
+    every input tensor of the batch that the feature spans) and its attribution is
+    ``F(x) - F(x with the feature permuted)``: per example, or for the whole batch
+    when ``forward_func`` returns one value for it (a loss, the usual case).
+
+    A feature found in an input with fewer than ``_min_examples_per_batch_grouped``
+    (Captum's name, 2) examples cannot be permuted: it gets 0, with a warning, as in
+    Captum. A tensor whose first dimension is not the batch (a sparse index list, for
+    a whole-batch model) is permuted along its own first dimension.
 
     ``perm_func(x, mask)`` (Captum's) replaces the default random permutation; it
     receives an input tensor and a bool mask of the feature and returns the permuted
@@ -152,52 +126,92 @@ class FeaturePermutation(FeatureAblation):
         if perm_func is not None and not callable(perm_func):
             raise TypeError(f"perm_func must be callable; got {type(perm_func).__name__}")
         self.perm_func = perm_func
+        self._min_examples_per_batch_grouped = 2
 
-    def attribute(  # type: ignore[override]
-        self,
-        inputs,
-        target=None,
-        additional_forward_args=None,
-        feature_mask=None,
-        perturbations_per_eval="auto",
-        show_progress: bool = False,
-        forward_kwargs=None,
-        generator: torch.Generator | None = None,
-        seed: int | None = None,
-    ):
+    def attribute(self, inputs, target=None, additional_forward_args=None, feature_mask=None,  # type: ignore[override]
+                  perturbations_per_eval="auto", show_progress: bool = False, forward_kwargs=None,
+                  generator: torch.Generator | None = None, seed: int | None = None):
+        return self._permuted(inputs, target, additional_forward_args, feature_mask, perturbations_per_eval,
+                              show_progress, forward_kwargs, generator, seed, futures=False)
+
+    def attribute_future(self, inputs, target=None, additional_forward_args=None, feature_mask=None,  # type: ignore[override]
+                         perturbations_per_eval="auto", show_progress: bool = False, forward_kwargs=None,
+                         generator: torch.Generator | None = None, seed: int | None = None):
+        """:meth:`attribute` for a ``forward_func`` returning ``torch.futures.Future``;
+        returns a future of the attributions (see :meth:`FeatureAblation.attribute_future`)."""
+        return self._permuted(inputs, target, additional_forward_args, feature_mask, perturbations_per_eval,
+                              show_progress, forward_kwargs, generator, seed, futures=True)
+
+    def _permuted(self, inputs, target, additional_forward_args, feature_mask, perturbations_per_eval, show_progress,
+                  forward_kwargs, generator, seed, *, futures):
         inputs, is_tuple, adapter, fm = self._setup(
-            inputs, target, additional_forward_args, forward_kwargs, feature_mask
+            inputs, target, additional_forward_args, forward_kwargs, feature_mask, futures=futures
         )
-        if adapter.n < 2:
-            raise ValueError(
-                f"FeaturePermutation permutes features across the batch: inputs need at least 2 examples; got {adapter.n}"
-            )
+        skipped = self._unpermutable(inputs, fm)
+        if self.perm_func is None and (self._min_examples_per_batch_grouped or 0) < 2 and any(
+            x.shape[0] < 2 and x.numel() > 0 for x in inputs
+        ):
+            raise ValueError("FeaturePermutation permutes features across the batch: every input needs at least 2 "
+                             f"examples; got first dimensions {[x.shape[0] for x in inputs]}")
         rng = make_generator(generator, seed)
         build = self._custom_build(inputs, fm) if self.perm_func is not None else self._build(inputs, fm, rng)
-        return self._ablation_result(inputs, is_tuple, adapter, fm, build, perturbations_per_eval, show_progress)
+        return self._ablation_result(inputs, is_tuple, adapter, fm, build, perturbations_per_eval, show_progress,
+                                     skipped)
+
+    def _unpermutable(self, inputs, fm: FeatureMask) -> Tensor:
+        """Positions of the features that cannot be permuted (warned about)."""
+        least = self._min_examples_per_batch_grouped or 0
+        few = torch.tensor([x.shape[0] < least and x.numel() > 0 for x in inputs], dtype=torch.bool)
+        skipped = (fm.present & few.unsqueeze(1)).any(0)
+        if bool(skipped.any()):
+            warnings.warn(
+                f"FeaturePermutation: {int(skipped.sum())} feature(s) lie in inputs with fewer than {least} examples "
+                "and cannot be permuted; their attributions are 0",
+                stacklevel=4,
+            )
+        return skipped.nonzero().flatten()
 
     @staticmethod
-    def _build(inputs, fm: FeatureMask, rng):
+    def _permutation(size: int, rng) -> Tensor:
+        """A random permutation of ``size`` (>= 2) items, never the identity."""
+        identity, perm = torch.arange(size), randperm(size, rng)
+        while bool((perm == identity).all()):
+            perm = randperm(size, rng)
+        return perm
+
+    def _build(self, inputs, fm: FeatureMask, rng):
         n = inputs[0].shape[0]
-        identity = torch.arange(n)
-        sources = []
-        for _ in range(fm.n_features):  # draws in feature order; never the identity
-            perm = randperm(n, rng)
-            while bool((perm == identity).all()):
-                perm = randperm(n, rng)
-            sources.append(perm)
-        source = torch.stack(sources)  # (n_features, n): example each row takes the feature from
+        # per feature, in id order (Captum's order of draws): one permutation of the batch shared by
+        # the batched inputs it spans, then one of each unbatched input's first dimension; an input
+        # too small to permute is left as it is (its features' drops are set to 0)
+        batched = torch.tensor([x.shape[0] == n for x in inputs], dtype=torch.bool)
+        source = torch.arange(n).repeat(fm.n_features, 1)
+        own = {i: torch.arange(x.shape[0]).repeat(fm.n_features, 1) for i, x in enumerate(inputs) if x.shape[0] != n}
+        for f in range(fm.n_features):
+            if n >= 2 and bool((fm.present[:, f] & batched).any()):
+                source[f] = self._permutation(n, rng)
+            for i in own:
+                if bool(fm.present[i, f]) and inputs[i].shape[0] >= 2:
+                    own[i][f] = self._permutation(inputs[i].shape[0], rng)
 
         def build(blocks: Tensor, examples: Tensor):
             features = blocks - 1
             donors = torch.where(features >= 0, source[features.clamp_min(0), examples], examples)
-            xs = [take(x, examples) for x in inputs]
-            return fm.ablate_features(xs, [take(x, donors) for x in inputs], features, examples)
+            xs, moved = [], []
+            for i, x in enumerate(inputs):
+                xs.append(example_rows(x, examples, n))
+                if i not in own:
+                    moved.append(x.index_select(0, donors.to(x.device)))
+                elif int(features[0]) >= 0:  # an unbatched input: one block per call
+                    moved.append(x.index_select(0, own[i][int(features[0])].to(x.device)))
+                else:
+                    moved.append(x)
+            return fm.ablate_features(xs, moved, features, examples)
 
         return build
 
     def _custom_build(self, inputs, fm: FeatureMask):
-        ids = fm.ids.tolist()
+        ids, n = fm.ids.tolist(), inputs[0].shape[0]
 
         def build(blocks: Tensor, examples: Tensor):
             parts = [[] for _ in inputs]
@@ -207,9 +221,12 @@ class FeaturePermutation(FeatureAblation):
                     batch = x
                     if b > 0 and bool(fm.present[i, b - 1]):
                         batch = self.perm_func(x, fm.masks[i] == ids[b - 1])
-                    parts[i].append((here, take(batch, examples[here])))
+                    parts[i].append((here, example_rows(batch, examples[here], n)))
             out = []
             for i, x in enumerate(inputs):
+                if x.shape[0] != n:
+                    out.append(parts[i][0][1])
+                    continue
                 rows = torch.empty((blocks.shape[0],) + tuple(x.shape[1:]), dtype=x.dtype, device=x.device)
                 for here, values in parts[i]:
                     rows[here.to(x.device)] = values.to(x.dtype)

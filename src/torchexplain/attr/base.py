@@ -81,6 +81,14 @@ class Attribution:
     def multiplies_by_inputs(self) -> bool:
         return self._multiply_by_inputs
 
+    def attribute_future(self, *args, **kwargs):
+        """Attribution for a ``forward_func`` returning ``torch.futures.Future``: only
+        FeatureAblation, FeaturePermutation and ShapleyValueSampling have it, as in Captum."""
+        raise NotImplementedError(
+            f"{type(self).__name__} has no attribute_future; FeatureAblation, FeaturePermutation and "
+            "ShapleyValueSampling take forward functions that return futures"
+        )
+
     def _prepare(self, inputs, target=None, additional_forward_args=None, forward_kwargs=None, *, floating=True):
         """Validate the public arguments; returns (inputs tuple, is_tuple, adapter)."""
         inputs, is_tuple = as_tuple(inputs)

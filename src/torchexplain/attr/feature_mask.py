@@ -32,9 +32,10 @@ def _check_mask(mask, inp: Tensor, where: str) -> Tensor:
         raise TypeError(f"{where} must be an integer tensor; got {type(mask).__name__}")
     if mask.dtype == torch.bool:
         mask = mask.long()
-    if mask.is_floating_point() or mask.is_complex():
+    if mask.is_complex() or (mask.is_floating_point() and not bool((mask == mask.round()).all())):
         raise ValueError(
-            f"{where} must hold integer feature ids (an integer dtype such as torch.long); got dtype {mask.dtype}"
+            f"{where} must hold integer feature ids (an integer dtype such as torch.long, or whole numbers); "
+            f"got dtype {mask.dtype}"
         )
     if mask.dim() > inp.dim():
         raise ValueError(
@@ -54,8 +55,8 @@ def _check_mask(mask, inp: Tensor, where: str) -> Tensor:
 def _default_masks(inputs: Sequence[Tensor]) -> list[Tensor]:
     masks, offset = [], 0
     for x in inputs:
-        size = x[0:1].numel()
-        masks.append(torch.arange(offset, offset + size, device=x.device).reshape((1,) + tuple(x.shape[1:])))
+        size = x[0:1].numel()  # an empty input gets an empty mask: no features
+        masks.append(torch.arange(offset, offset + size, device=x.device).reshape(x[0:1].shape))
         offset += size
     return masks
 
@@ -100,7 +101,7 @@ class FeatureMask:
         self.present = torch.zeros(len(self.masks), self.n_features, dtype=torch.bool)
         for i, f in enumerate(flat):
             self.present[i, torch.searchsorted(self.ids, f)] = True
-        self.per_example = any(m.shape[0] != 1 for m in self.masks)
+        self.per_example = any(m.shape[0] not in (0, 1) and m.shape[0] == self.n for m in self.masks)
 
     def feature_counts(self) -> Tensor:
         """Number of input scalars (per example, in every input, after broadcasting)
@@ -117,7 +118,7 @@ class FeatureMask:
     def _row_index(self, i: int, n_rows: int, examples: Tensor | None) -> Tensor:
         """Feature positions of input ``i`` for each row: ``(n_rows or 1, *mask.shape[1:])``."""
         idx = self.index[i]
-        if idx.shape[0] == 1:
+        if idx.shape[0] != self.n or idx.shape[0] <= 1:
             return idx
         if examples is None:
             raise ValueError("examples (the example index of each row) are required for per-example feature masks")
@@ -147,6 +148,9 @@ class FeatureMask:
                 out.append(x)
                 continue
             idx = self._row_index(i, n_rows, examples)
+            if x.shape[0] != n_rows:  # not batched (a whole-batch model): every row perturbs it alike
+                out.append(torch.where(replaced[0].to(idx.device)[idx].to(x.device), b, x))
+                continue
             flat = idx.reshape(idx.shape[0], -1).expand(n_rows, -1)
             chosen = replaced.to(idx.device).gather(1, flat).view((n_rows,) + tuple(idx.shape[1:]))
             out.append(torch.where(chosen.to(x.device), b, x))
@@ -170,6 +174,9 @@ class FeatureMask:
                 out.append(x)
                 continue
             idx = self._row_index(i, n_rows, examples)
+            if x.shape[0] != n_rows:  # not batched (a whole-batch model): every row perturbs it alike
+                out.append(torch.where((idx == int(features[0])).to(x.device), b, x))
+                continue
             wanted = features.to(idx.device).view((n_rows,) + (1,) * (idx.dim() - 1))
             out.append(torch.where((idx == wanted).to(x.device), b, x))
         return tuple(out)
@@ -182,7 +189,12 @@ class FeatureMask:
             examples = torch.arange(n_rows)
         out = []
         for i, shape in enumerate(self.shapes):
+            if self.index[i].numel() == 0:  # an empty input
+                out.append(values.new_zeros((n_rows,) + shape[1:], dtype=dtype or values.dtype))
+                continue
             idx = self._row_index(i, n_rows, examples)
+            if idx.shape[0] not in (1, n_rows):  # an unbatched input: its mask's first row
+                idx = idx[:1]
             flat = idx.reshape(idx.shape[0], -1).to(values.device).expand(n_rows, -1)
             per_pos = values.gather(1, flat).view((n_rows,) + tuple(idx.shape[1:]))
             full = per_pos.expand((n_rows,) + shape[1:]).contiguous()

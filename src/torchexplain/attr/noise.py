@@ -125,6 +125,10 @@ class NoiseTunnel(Attribution):
             inner["additional_forward_args"] = tuple(repeat_per_example(v, n, k) for v in args)
         if inner.get("forward_kwargs"):
             inner["forward_kwargs"] = {key: repeat_per_example(v, n, k) for key, v in inner["forward_kwargs"].items()}
+        if inner.get("feature_mask") is not None:  # a per-example mask follows its example's noisy copies
+            masks = inner["feature_mask"]
+            repeated = tuple(repeat_per_example(m, n, k) if n > 1 else m for m in as_tuple(masks, "feature_mask")[0])
+            inner["feature_mask"] = repeated if isinstance(masks, (tuple, list)) else repeated[0]
         if inner.get("baselines") is not None:
             baselines = inner["baselines"]
             if draw_baseline:

@@ -19,9 +19,9 @@ import numbers
 import torch
 from torch import Tensor
 
-from ..core.inputs import format_baselines, format_output
-from .ablation import PerturbationAttribution, block_values, result_dtype, rows_of
-from .base import take
+from ..core.inputs import format_output
+from .ablation import perturbation_baselines
+from .blocks import Blocks, PerturbationAttribution, example_rows, then
 
 
 def _is_int(v) -> bool:
@@ -115,7 +115,7 @@ class _Grid:
         return mask
 
     def scatter(self, window_values: Tensor) -> Tensor:
-        """Mean over covering windows: ``(n, n_windows)`` -> ``(n, *dims)``."""
+        """Mean over covering windows: ``(rows, n_windows)`` -> ``(rows, *dims)``."""
         n = window_values.shape[0]
         total = window_values.reshape((n,) + self.counts)
         count = torch.ones((), dtype=window_values.dtype, device=window_values.device)
@@ -145,12 +145,10 @@ class Occlusion(PerturbationAttribution):
         show_progress: bool = False,
         forward_kwargs=None,
     ):
-        inputs, is_tuple, adapter = self._prepare(
-            inputs, target, additional_forward_args, forward_kwargs, floating=False
-        )
+        inputs, is_tuple, adapter, fm = self._setup(inputs, target, additional_forward_args, forward_kwargs, None)
         windows = _format_windows(sliding_window_shapes, inputs)
         grids = [_Grid(w, s, tuple(x.shape[1:])) for w, s, x in zip(windows, _format_strides(strides, inputs, windows), inputs)]
-        baselines = format_baselines(baselines, inputs)
+        baselines, n = perturbation_baselines(baselines, inputs), adapter.n
         offsets = [1]  # block 0 is the unoccluded inputs
         for g in grids:
             offsets.append(offsets[-1] + g.n_windows)
@@ -158,29 +156,25 @@ class Occlusion(PerturbationAttribution):
         def build(blocks: Tensor, examples: Tensor):
             out = []
             for x, b, g, first in zip(inputs, baselines, grids, offsets):
-                rows = take(x, examples)
+                rows = example_rows(x, examples, n)
                 local = blocks - first
                 valid = (local >= 0) & (local < g.n_windows)
                 if not bool(valid.any()):
                     out.append(rows)
                     continue
                 covered = g.covered(local.clamp(0, g.n_windows - 1), valid, x.device)
-                out.append(torch.where(covered, rows_of(b, examples), rows))
+                if rows.shape[0] != len(blocks):  # not batched (a whole-batch model): one block per call
+                    covered = covered[:1]
+                out.append(torch.where(covered, example_rows(b, examples, n), rows))
             return tuple(out)
 
-        with self._guard():
-            values = block_values(
-                adapter,
-                offsets[-1],
-                build,
-                perturbations_per_eval=perturbations_per_eval,
-                show_progress=show_progress,
-                desc="Occlusion",
-            )
-        dtype = result_dtype(values)
-        drops = (values[0:1] - values[1:]).t().to(torch.float64)  # (n, all windows)
-        attributions = [
-            g.scatter(drops[:, first - 1 : first - 1 + g.n_windows]).to(device=x.device, dtype=dtype)
-            for x, g, first in zip(inputs, grids, offsets)
-        ]
-        return format_output(is_tuple, attributions)
+        def finish(blocks: Blocks):
+            v = blocks.flat()
+            dtype = torch.promote_types(v.dtype, torch.float32)
+            drops = (v[0:1] - v[1:]).t().to(torch.float64)  # (outputs, all windows)
+            return format_output(is_tuple, [
+                g.scatter(drops[:, first - 1 : first - 1 + g.n_windows]).to(device=x.device, dtype=dtype)
+                for x, g, first in zip(inputs, grids, offsets)
+            ])
+
+        return then(self._blocks(adapter, fm, inputs, offsets[-1], build, perturbations_per_eval, show_progress), finish)

@@ -13,26 +13,27 @@ import math
 import torch
 from torch import Tensor
 
-from ..core.inputs import format_baselines, format_output
+from ..core.inputs import format_output
+from .ablation import perturbation_baselines, randperm
+from .blocks import Blocks, PerturbationAttribution, example_rows, then
 from .seeding import make_generator, positive_int
-from .ablation import (
-    PerturbationAttribution,
-    block_values,
-    randperm,
-    result_dtype,
-    rows_of,
-    to_inputs,
-)
-from .base import take
 
 #: exact Shapley values evaluate 2**n_features coalitions per example
 MAX_EXACT_FEATURES = 20
 
 
 def _coalition_rows(inputs, baselines, fm, replaced: Tensor, examples: Tensor):
-    xs = [take(x, examples) for x in inputs]
-    bs = [rows_of(b, examples) for b in baselines]
+    n = inputs[0].shape[0]
+    xs = [example_rows(x, examples, n) for x in inputs]
+    bs = [example_rows(b, examples, n) for b in baselines]
     return fm.ablate(xs, bs, replaced, examples)
+
+
+def _shapley_result(blocks: Blocks, phi: Tensor, fm, inputs, is_tuple):
+    """Attributions ``(*out_shape, *input.shape[1:])`` (Captum's form: one row per
+    example, or the whole-batch output's shape), at least float32."""
+    dtype = torch.promote_types(blocks.values.dtype, torch.float32)
+    return format_output(is_tuple, blocks.attributions(fm, phi, inputs, dtype, shaped=True))
 
 
 class ShapleyValueSampling(PerturbationAttribution):
@@ -49,30 +50,33 @@ class ShapleyValueSampling(PerturbationAttribution):
     Captum, drawing the same orders for consecutive feature ids) when neither is given.
     """
 
-    def attribute(
-        self,
-        inputs,
-        baselines=None,
-        target=None,
-        additional_forward_args=None,
-        feature_mask=None,
-        n_samples: int = 25,
-        perturbations_per_eval="auto",
-        show_progress: bool = False,
-        forward_kwargs=None,
-        generator: torch.Generator | None = None,
-        seed: int | None = None,
-    ):
+    def attribute(self, inputs, baselines=None, target=None, additional_forward_args=None, feature_mask=None,
+                  n_samples: int = 25, perturbations_per_eval="auto", show_progress: bool = False, forward_kwargs=None,
+                  generator: torch.Generator | None = None, seed: int | None = None):
+        return self._sampled(inputs, baselines, target, additional_forward_args, feature_mask, n_samples,
+                             perturbations_per_eval, show_progress, forward_kwargs, generator, seed, futures=False)
+
+    def attribute_future(self, inputs, baselines=None, target=None, additional_forward_args=None, feature_mask=None,
+                         n_samples: int = 25, perturbations_per_eval="auto", show_progress: bool = False,
+                         forward_kwargs=None, generator: torch.Generator | None = None, seed: int | None = None):
+        """:meth:`attribute` for a ``forward_func`` returning ``torch.futures.Future``:
+        every coalition is dispatched before any is waited for (but the first, whose
+        output tells the model's form); returns a future of the attributions."""
+        return self._sampled(inputs, baselines, target, additional_forward_args, feature_mask, n_samples,
+                             perturbations_per_eval, show_progress, forward_kwargs, generator, seed, futures=True)
+
+    def _sampled(self, inputs, baselines, target, additional_forward_args, feature_mask, n_samples,
+                 perturbations_per_eval, show_progress, forward_kwargs, generator, seed, *, futures):
         n_samples = positive_int(n_samples, "n_samples")
         rng = make_generator(generator, seed)
         inputs, is_tuple, adapter, fm = self._setup(
-            inputs, target, additional_forward_args, forward_kwargs, feature_mask
+            inputs, target, additional_forward_args, forward_kwargs, feature_mask, futures=futures
         )
-        baselines = format_baselines(baselines, inputs)
+        baselines = perturbation_baselines(baselines, inputs)
         n_features = fm.n_features
         orders = torch.stack([randperm(n_features, rng) for _ in range(n_samples)])  # (S, F) feature positions
         ranks = torch.empty_like(orders).scatter_(1, orders, torch.arange(n_features).expand(n_samples, -1))
-        steps = n_features - 1  # coalition sizes 1 .. F-1 along each order
+        steps = max(n_features - 1, 0)  # coalition sizes 1 .. F-1 along each order
 
         def build(blocks: Tensor, examples: Tensor):
             # block 0: nothing from the inputs; 1: everything; 2 + s*steps + (t-1): the first t of order s
@@ -82,25 +86,20 @@ class ShapleyValueSampling(PerturbationAttribution):
             replaced = order_ranks >= size.unsqueeze(1)
             return _coalition_rows(inputs, baselines, fm, replaced, examples)
 
-        with self._guard():
-            values = block_values(
-                adapter,
-                2 + n_samples * steps,
-                build,
-                perturbations_per_eval=perturbations_per_eval,
-                show_progress=show_progress,
-                desc="ShapleyValueSampling",
-            )
-        v = values.to(torch.float64)
-        n = adapter.n
-        chain = torch.cat(
-            [v[0].expand(n_samples, 1, n), v[2:].reshape(n_samples, steps, n), v[1].expand(n_samples, 1, n)], dim=1
-        )  # (S, F + 1, n): v of the first t features of each order
-        gains = chain[:, 1:] - chain[:, :-1]  # (S, F, n): gain of the t-th feature of order s
-        phi = torch.zeros(n, n_features, dtype=torch.float64, device=v.device)
-        phi.index_add_(1, orders.reshape(-1).to(v.device), gains.reshape(-1, n).t())
-        phi /= n_samples
-        return format_output(is_tuple, to_inputs(fm.expand(phi), inputs, result_dtype(values)))
+        def finish(blocks: Blocks):
+            v = blocks.flat().to(torch.float64)  # (blocks, outputs)
+            n_out = v.shape[1]
+            chain = torch.cat(
+                [v[0].expand(n_samples, 1, n_out), v[2:].reshape(n_samples, steps, n_out),
+                 v[1].expand(n_samples, 1, n_out)], dim=1,
+            )  # (S, F + 1, outputs): v of the first t features of each order
+            gains = chain[:, 1:] - chain[:, :-1]  # (S, F, outputs): gain of the t-th feature of order s
+            phi = torch.zeros(n_out, n_features, dtype=torch.float64, device=v.device)
+            phi.index_add_(1, orders.reshape(-1).to(v.device), gains.reshape(-1, n_out).t())
+            return _shapley_result(blocks, phi / n_samples, fm, inputs, is_tuple)
+
+        n_blocks = 2 + n_samples * steps
+        return then(self._blocks(adapter, fm, inputs, n_blocks, build, perturbations_per_eval, show_progress), finish)
 
 
 def shapley_weights(n_features: int) -> Tensor:
@@ -119,19 +118,23 @@ class ShapleyValues(ShapleyValueSampling):
     Refuses more than 20 features; use :class:`ShapleyValueSampling` there.
     """
 
-    def attribute(  # type: ignore[override]
-        self,
-        inputs,
-        baselines=None,
-        target=None,
-        additional_forward_args=None,
-        feature_mask=None,
-        perturbations_per_eval="auto",
-        show_progress: bool = False,
-        forward_kwargs=None,
-    ):
+    def attribute(self, inputs, baselines=None, target=None, additional_forward_args=None,  # type: ignore[override]
+                  feature_mask=None, perturbations_per_eval="auto", show_progress: bool = False, forward_kwargs=None):
+        return self._exact(inputs, baselines, target, additional_forward_args, feature_mask, perturbations_per_eval,
+                           show_progress, forward_kwargs, futures=False)
+
+    def attribute_future(self, inputs, baselines=None, target=None, additional_forward_args=None,  # type: ignore[override]
+                         feature_mask=None, perturbations_per_eval="auto", show_progress: bool = False,
+                         forward_kwargs=None):
+        """:meth:`attribute` for a ``forward_func`` returning ``torch.futures.Future``;
+        returns a future of the attributions."""
+        return self._exact(inputs, baselines, target, additional_forward_args, feature_mask, perturbations_per_eval,
+                           show_progress, forward_kwargs, futures=True)
+
+    def _exact(self, inputs, baselines, target, additional_forward_args, feature_mask, perturbations_per_eval,
+               show_progress, forward_kwargs, *, futures):
         inputs, is_tuple, adapter, fm = self._setup(
-            inputs, target, additional_forward_args, forward_kwargs, feature_mask
+            inputs, target, additional_forward_args, forward_kwargs, feature_mask, futures=futures
         )
         n_features = fm.n_features
         if n_features > MAX_EXACT_FEATURES:
@@ -140,31 +143,26 @@ class ShapleyValues(ShapleyValueSampling):
                 f"features; feature_mask defines {n_features}. Group features with a coarser feature_mask "
                 "(torchexplain.masks.grid or superpixels) or use ShapleyValueSampling(model).attribute(..., n_samples=...)"
             )
-        baselines = format_baselines(baselines, inputs)
+        baselines = perturbation_baselines(baselines, inputs)
         bits = 1 << torch.arange(n_features)
 
         def build(blocks: Tensor, examples: Tensor):
             replaced = (blocks.unsqueeze(1) & bits) == 0  # bit i set: feature i from the inputs
             return _coalition_rows(inputs, baselines, fm, replaced, examples)
 
-        with self._guard():
-            values = block_values(
-                adapter,
-                1 << n_features,
-                build,
-                perturbations_per_eval=perturbations_per_eval,
-                show_progress=show_progress,
-                desc="ShapleyValues",
-            )
-        v = values.to(torch.float64)
-        coalitions = torch.arange(1 << n_features, device=v.device)
-        sizes = torch.zeros_like(coalitions)
-        for i in range(n_features):
-            sizes += (coalitions >> i) & 1
-        weights = shapley_weights(n_features).to(v.device)
-        phi = torch.empty(adapter.n, n_features, dtype=torch.float64, device=v.device)
-        for i in range(n_features):  # vectorised over the 2**(n-1) coalitions without i
-            without = coalitions[((coalitions >> i) & 1) == 0]
-            gains = v[without | (1 << i)] - v[without]  # (2**(n-1), n)
-            phi[:, i] = weights[sizes[without]] @ gains
-        return format_output(is_tuple, to_inputs(fm.expand(phi), inputs, result_dtype(values)))
+        def finish(blocks: Blocks):
+            v = blocks.flat().to(torch.float64)  # (coalitions, outputs)
+            coalitions = torch.arange(1 << n_features, device=v.device)
+            sizes = torch.zeros_like(coalitions)
+            for i in range(n_features):
+                sizes += (coalitions >> i) & 1
+            weights = shapley_weights(n_features).to(v.device)
+            phi = torch.empty(v.shape[1], n_features, dtype=torch.float64, device=v.device)
+            for i in range(n_features):  # vectorised over the 2**(n-1) coalitions without i
+                without = coalitions[((coalitions >> i) & 1) == 0]
+                gains = v[without | (1 << i)] - v[without]  # (2**(n-1), outputs)
+                phi[:, i] = weights[sizes[without]] @ gains
+            return _shapley_result(blocks, phi, fm, inputs, is_tuple)
+
+        return then(self._blocks(adapter, fm, inputs, 1 << n_features, build, perturbations_per_eval, show_progress),
+                    finish)

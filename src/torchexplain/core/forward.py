@@ -28,6 +28,12 @@ from .targets import Target
 _KEEP = object()
 
 
+def is_future(value) -> bool:
+    """Whether ``value`` is a ``torch.futures.Future`` (or the C future that
+    ``Future.then`` returns)."""
+    return isinstance(value, torch._C.Future)
+
+
 def as_tensor_output(output) -> Tensor:
     """A model output as a tensor: Python numbers become 0-d tensors of their own
     type (int64, float64), as in Captum."""
@@ -112,7 +118,7 @@ class ForwardAdapter:
 
     def _then(self, raw, fn: Callable):
         """``fn(selected output)``, or a future of it for a model returning futures."""
-        if isinstance(raw, Future):
+        if is_future(raw):
             if not self.futures:
                 raise TypeError(
                     "forward_func returned a torch.futures.Future; call attribute_future(...) instead of attribute(...)"
@@ -125,40 +131,43 @@ class ForwardAdapter:
             )
         return fn(select_output(raw, self.output_selector))
 
-    def _rows(self, out: Tensor, n_rows: int) -> Tensor:
+    def check_rows(self, out: Tensor, n_rows: int) -> Tensor:
+        """``out`` with its first dimension checked to be the ``n_rows`` rows."""
         if out.dim() == 0:
             out = out.reshape(1)
-        if out.shape[0] != n_rows:
-            if out.numel() != n_rows:
-                raise ValueError(
-                    f"the model output has {out.shape[0]} rows for {n_rows} input rows; "
-                    "its first dimension must be the batch"
-                )
-            out = out.reshape(n_rows)
+        if out.shape[0] != n_rows and out.numel() != n_rows:
+            raise ValueError(
+                f"the model output has {out.shape[0]} rows for {n_rows} input rows; its first dimension must be the batch"
+            )
         return out
+
+    def selected(self, inputs: tuple[Tensor, ...], examples: Tensor):
+        """The selected model output as the model returned it (any shape), or a future of it."""
+        return self._then(self.call(inputs, examples), lambda out: out)
 
     def outputs(self, inputs: tuple[Tensor, ...], examples: Tensor) -> Tensor:
         """The selected model output for rows whose example indices are ``examples``."""
-        return self._then(self.call(inputs, examples), lambda out: self._rows(out, inputs[0].shape[0]))
+        return self._then(self.call(inputs, examples), lambda out: self.check_rows(out, inputs[0].shape[0]))
 
     def scalars(self, inputs: tuple[Tensor, ...], examples: Tensor) -> Tensor:
         """One explained scalar per row."""
         n_rows = inputs[0].shape[0]
-        return self._then(self.call(inputs, examples), lambda out: self.target.select(self._rows(out, n_rows), examples))
+        return self._then(self.call(inputs, examples), lambda out: self.target.select(self.check_rows(out, n_rows), examples))
 
     def values(self, inputs: tuple[Tensor, ...], examples: Tensor) -> Tensor:
         """The explained values of each row, ``(rows, *rest)``: one scalar per row
         when the target picks one, every output element for ``target=None``."""
         n_rows = inputs[0].shape[0]
-        return self._then(self.call(inputs, examples), lambda out: self.target.values(self._rows(out, n_rows), examples))
+        return self._then(self.call(inputs, examples), lambda out: self.target.values(self.check_rows(out, n_rows), examples))
 
     def batch_values(self, inputs: tuple[Tensor, ...]):
         """The explained values of a model whose output does not have one row per
         example (evaluated on one whole batch): the output, at least 1-D, indexed by
         the target when one index shared by all examples is given."""
-        return self._then(self.call(inputs, torch.arange(self.n)), self._batch_target)
+        return self._then(self.call(inputs, torch.arange(self.n)), self.batch_target)
 
-    def _batch_target(self, out: Tensor) -> Tensor:
+    def batch_target(self, out: Tensor) -> Tensor:
+        """What :meth:`batch_values` explains of a whole-batch output ``out``."""
         out = out.reshape(1) if out.dim() == 0 else out
         target = self.target
         if target.unset:

@@ -31,8 +31,10 @@ def format_output(is_tuple: bool, values: Sequence[Tensor]):
     return values if is_tuple else values[0]
 
 
-def validate_inputs(inputs: tuple[Tensor, ...], *, floating: bool = True, name: str = "inputs") -> int:
-    """Check a tuple of input tensors and return their common batch size."""
+def validate_inputs(inputs: tuple[Tensor, ...], *, floating: bool = True, name: str = "inputs",
+                    same_batch: bool = True) -> int:
+    """Check a tuple of input tensors and return their common batch size (the first
+    tensor's with ``same_batch=False``, where first dimensions may differ)."""
     sizes = []
     for i, t in enumerate(inputs):
         where = f"{name}[{i}]" if len(inputs) > 1 else name
@@ -43,19 +45,29 @@ def validate_inputs(inputs: tuple[Tensor, ...], *, floating: bool = True, name: 
         if t.is_floating_point() and bool(torch.isnan(t).any()):
             raise ValueError(f"{where} contains NaN values")
         sizes.append(t.shape[0])
-    if len(set(sizes)) > 1:
+    if same_batch and len(set(sizes)) > 1:
         raise ValueError(f"all {name} must share the batch size (dimension 0); got batch sizes {sizes}")
     return sizes[0]
 
 
-def _baseline_tensor(b, inp: Tensor, where: str) -> Tensor:
+def _baseline_dtype(b, inp: Tensor, promote: bool) -> torch.dtype:
+    """The dtype of a baseline for ``inp``: the input's own, or with ``promote`` (for
+    perturbed integer or boolean inputs) the wider of the two, so a float baseline of
+    an int input is never truncated."""
+    if not promote or inp.is_floating_point() or inp.is_complex():
+        return inp.dtype
+    other = b.dtype if isinstance(b, Tensor) else torch.tensor(b).dtype
+    return torch.promote_types(inp.dtype, other)
+
+
+def _baseline_tensor(b, inp: Tensor, where: str, promote: bool = False) -> Tensor:
     if b is None:
         return torch.zeros((), dtype=inp.dtype, device=inp.device).expand_as(inp)
-    if isinstance(b, numbers.Number) and not isinstance(b, bool):
-        return torch.full((), float(b), dtype=inp.dtype, device=inp.device).expand_as(inp)
+    if isinstance(b, numbers.Number) and not isinstance(b, complex):
+        return torch.full((), b, dtype=_baseline_dtype(b, inp, promote), device=inp.device).expand_as(inp)
     if not isinstance(b, Tensor):
         raise TypeError(f"{where} must be None, a number or a tensor; got {type(b).__name__}")
-    b = b.to(device=inp.device, dtype=inp.dtype)
+    b = b.to(device=inp.device, dtype=_baseline_dtype(b, inp, promote))
     try:
         return b.expand_as(inp)
     except RuntimeError:
@@ -77,13 +89,14 @@ def _split_baselines(baselines, inputs: tuple[Tensor, ...]) -> tuple:
     return (baselines,) * len(inputs)
 
 
-def format_baselines(baselines, inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-    """One baseline per input, broadcast (as a view) to the input's shape."""
+def format_baselines(baselines, inputs: tuple[Tensor, ...], *, promote: bool = False) -> tuple[Tensor, ...]:
+    """One baseline per input, broadcast (as a view) to the input's shape, in the
+    input's dtype (see :func:`_baseline_dtype` for ``promote``)."""
     parts = _split_baselines(baselines, inputs)
     out = []
     for i, (b, x) in enumerate(zip(parts, inputs)):
         where = f"baselines[{i}]" if len(inputs) > 1 else "baselines"
-        b = _baseline_tensor(b, x, where)
+        b = _baseline_tensor(b, x, where, promote)
         if b.is_floating_point() and bool(torch.isnan(b).any()):
             raise ValueError(f"{where} contains NaN values")
         out.append(b)

@@ -9,13 +9,15 @@ perturbations per forward (each perturbation covering every example).
 
 from __future__ import annotations
 
+import re
 from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
+from torch.futures import Future, collect_all
 
 from .batching import check_chunk_size, evaluate_rows
-from .forward import ForwardAdapter
+from .forward import ForwardAdapter, is_future
 from .gradients import RowRunner
 
 #: share of a forward's activations alive at once without autograd (a layer's input
@@ -44,32 +46,40 @@ def forward_rows(
     perturbations_per_eval="auto",
     show_progress: bool = False,
     desc: str = "perturbations",
-) -> None:
+    per_element: bool = False,
+) -> Future | None:
     """Evaluate the explained scalar of rows ``0 .. n_rows-1`` (row ``r`` perturbs
     example ``r % adapter.n``): ``build(rows, examples)`` makes their inputs and
-    ``consume(rows, examples, scalars)`` folds the outputs into the result."""
+    ``consume(rows, examples, scalars)`` folds the outputs into the result. With
+    ``per_element`` each row's explained values may be several (``target=None`` on
+    a model with several outputs): ``scalars`` is then ``(rows, *rest)``.
+
+    For an adapter of a model that returns futures, every chunk is dispatched before
+    any is waited for; the returned future completes when every chunk is consumed
+    (None otherwise)."""
     n = adapter.n
     runner = RowRunner()
-    bar = None
-    if show_progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=n_rows, desc=desc, unit="row", leave=False)
+    pending: list[Future] = []
+    bar = ProgressBar(n_rows, desc) if show_progress else None
+    explained = adapter.values if per_element else adapter.scalars
 
     def forward(chunk, examples, probing: bool):
         if probing:  # measured block: let autograd save activations so their size is seen
             with torch.enable_grad():
                 grad_inputs = tuple(t.detach().requires_grad_(t.is_floating_point()) for t in chunk)
-                return adapter.scalars(grad_inputs, examples).detach()
+                return detached(explained(grad_inputs, examples))
         with torch.inference_mode():
-            return adapter.scalars(chunk, examples)
+            return explained(chunk, examples)
 
     def run(a: int, b: int) -> None:
-        probing = not runner.stats and perturbations_per_eval == "auto"
+        probing = not runner.stats and perturbations_per_eval == "auto" and not adapter.futures
         rows = torch.arange(a, b)
         examples = rows % n
         scalars = runner.call(build(rows, examples), lambda chunk: forward(chunk, examples, probing))
-        consume(rows, examples, scalars.clone())
+        if is_future(scalars):
+            pending.append(scalars.then(lambda done: consume(rows, examples, done.value().clone())))
+        else:
+            consume(rows, examples, scalars.clone())
         if bar is not None:
             bar.update(b - a)
 
@@ -81,3 +91,27 @@ def forward_rows(
     finally:
         if bar is not None:
             bar.close()
+    return collect_all(pending) if adapter.futures else None
+
+
+def detached(value):
+    """``value.detach()``, also for a future of a tensor."""
+    return value.then(lambda done: done.value().detach()) if is_future(value) else value.detach()
+
+
+class ProgressBar:
+    """A tqdm bar on stderr titled as Captum's ("Feature Ablation attribution" for a
+    ``desc`` of "FeatureAblation") that shows its final state before it is cleared."""
+
+    def __init__(self, total: int, desc: str):
+        from tqdm.auto import tqdm
+
+        title = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", desc)
+        self.bar = tqdm(total=total, desc=f"{title} attribution", unit="row", leave=False)
+
+    def update(self, k: int) -> None:
+        self.bar.update(k)
+
+    def close(self) -> None:
+        self.bar.refresh()
+        self.bar.close()
