@@ -151,3 +151,25 @@ def test_evaluate_ranks_methods(tmp_path, digit):
     assert rows[0].startswith("method,seconds,deletion,deletion_stderr,deletion_rank") and len(rows) == 3
     one_line_error(run("evaluate", digit, "--model", "digits", "--metrics", "accuracy", "--out", tmp_path / "x"), 2,
                    "unknown metric(s) accuracy")
+
+
+def test_evaluate_a_random_torchvision_model_says_so(tmp_path):
+    pytest.importorskip("torchvision")
+    from PIL import Image
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray((np_rng().uniform(0, 255, (64, 64, 3))).astype("uint8")).save(photo)
+    proc = run("evaluate", photo, "--model", "torchvision:resnet18", "--size", "64", "--methods", "saliency,gradcam",
+               "--metrics", "infidelity,sparseness", "--out", tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    assert "torchexplain: note: torchvision:resnet18 has no weights: its weights are random" in proc.stderr
+    assert "note: grad_cam: its one-channel map is broadcast over the input's 3 channels for infidelity" in proc.stdout
+    rows = (tmp_path / "out" / "evaluation.csv").read_text().splitlines()
+    assert rows[0].split(",")[2:] == [f"{m}{s}" for m in ("infidelity", "sparseness") for s in ("", "_stderr", "_rank")]
+    assert rows[2].startswith("grad_cam,") and "note: grad_cam" in (tmp_path / "out" / "evaluation.md").read_text()
+
+
+def np_rng():
+    import numpy as np
+
+    return np.random.default_rng(0)

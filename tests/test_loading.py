@@ -8,7 +8,14 @@ import torch
 from PIL import Image
 from torch import nn
 
-from torchexplain.loading import LoadError, image_transform, load_image, load_model
+from torchexplain.loading import (
+    RANDOM_INIT_SEED,
+    LoadError,
+    RandomWeightsWarning,
+    image_transform,
+    load_image,
+    load_model,
+)
 
 
 class Tiny(nn.Module):
@@ -48,9 +55,25 @@ def test_factory_spec_with_weights(tmp_path):
 
 def test_torchvision_spec_has_imagenet_names():
     pytest.importorskip("torchvision")
-    model, names, (size, mean, std, mode) = load_model("torchvision:resnet18")
+    with pytest.warns(RandomWeightsWarning, match="weights are random"):
+        model, names, (size, mean, std, mode) = load_model("torchvision:resnet18")
     assert len(names) == 1000 and names[0] == "tench" and size == 224 and mode == "RGB"
     assert model.fc.out_features == 1000
+
+
+def test_torchvision_without_weights_is_the_same_seeded_model_every_time():
+    torchvision = pytest.importorskip("torchvision")
+    state = torch.random.get_rng_state()
+    told = []
+    first, _, _ = load_model("torchvision:squeezenet1_1", notify=told.append)
+    second, _, _ = load_model("torchvision:squeezenet1_1", notify=told.append)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's RNG is untouched
+    for a, b in zip(first.state_dict().values(), second.state_dict().values()):
+        assert torch.equal(a, b)
+    torch.manual_seed(RANDOM_INIT_SEED)
+    expected = torchvision.models.squeezenet1_1()
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), expected.state_dict().values()))
+    assert len(told) == 2 and "random" in told[0] and "--weights" in told[0] and "IMAGENET1K_V1" in told[0]
 
 
 @pytest.mark.parametrize(

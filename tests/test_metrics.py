@@ -20,6 +20,7 @@ from torchexplain.metrics import (
     deletion,
     gaussian_blur,
     infidelity,
+    infidelity_perturb_func_decorator,
     insertion,
     randomization_check,
     sensitivity_max,
@@ -180,6 +181,54 @@ def test_sensitivity_max_matches_captum(max_examples):
     torch.testing.assert_close(ig, ig_c, rtol=1e-5, atol=1e-9)
 
 
+@pytest.mark.parametrize("multiply", [True, False])
+def test_infidelity_perturb_func_decorator_by_hand_and_as_captum(multiply):
+    x = torch.tensor([[2.0, 0.0, -1.0], [4.0, 1.0, 3.0]])
+    base = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 3.0]])
+
+    def shrink(inputs, baselines=None):
+        return inputs * 0.5
+
+    ours = infidelity_perturb_func_decorator(multiply)(shrink)
+    perturbations, perturbed = ours(x, base)
+    assert isinstance(perturbations, tuple) and torch.equal(perturbed[0], x * 0.5)
+    # (x - x') / (x - baseline), a zero denominator counting as 1; or x - x'
+    by_hand = torch.tensor([[1.0, 0.0, 0.25], [0.5, 0.5, 1.5]]) if multiply else x * 0.5
+    torch.testing.assert_close(perturbations[0], by_hand)
+    alone, _ = ours(x)  # no baselines: (x - x') / x
+    torch.testing.assert_close(alone[0], torch.where(x != 0, torch.full_like(x, 0.5), x * 0.5) if multiply else x * 0.5)
+    model = Linear4([1.0, -2.0, 3.0, 0.5])
+    inputs, attr = torch.randn(3, 4), torch.randn(3, 4)
+    theirs = cm.infidelity_perturb_func_decorator(multiply)(shrink)
+    for kwargs in ({}, {"baselines": torch.full((3, 4), 0.25)}):
+        got = infidelity(model, ours, inputs, attr, n_perturb_samples=3, **kwargs)
+        expected = cm.infidelity(model, theirs, inputs, attr, n_perturb_samples=3, **kwargs)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_sensitivity_max_passes_a_baseline_set_through_unchanged():
+    """GradientShap's baselines are a set to draw from, not one per example: the
+    explanation function sees the same 7 rows for the 3 examples and their perturbations."""
+    x = torch.tensor([[1.0, 2.0], [3.0, -1.0], [0.5, 0.5]])
+    dist = torch.arange(14.0).reshape(7, 2) / 10
+    seen = []
+
+    def explain(inputs, baselines):
+        seen.append(baselines)
+        return (inputs[0] if isinstance(inputs, tuple) else inputs) - baselines.mean(0)
+
+    values = sensitivity_max(explain, x, perturb_func=lambda t: t + 0.1, n_perturb_samples=3, baselines=dist)
+    assert all(b is dist for b in seen) and len(seen) == 2
+    # ||e(x + 0.1) - e(x)|| / ||e(x)|| = ||(0.1, 0.1)|| / ||x - mean(dist)||
+    torch.testing.assert_close(values, (0.02 ** 0.5) / (x - dist.mean(0)).norm(dim=1))
+    model = small_cnn()
+    torch.manual_seed(2)
+    images, dist = torch.randn(2, 3, 8, 8), torch.randn(5, 3, 8, 8)
+    stable = sensitivity_max(te.GradientShap(model).attribute, images, baselines=dist, target=1, n_samples=4,
+                             n_perturb_samples=2)
+    assert stable.shape == (2,) and bool((stable > 0).all())
+
+
 def test_sensitivity_of_a_constant_explanation_is_zero():
     x = torch.randn(3, 5)
     values = sensitivity_max(lambda inp: torch.ones((inp[0] if isinstance(inp, tuple) else inp).shape[0], 5), x)
@@ -291,3 +340,36 @@ def test_bad_metric_inputs():
         insertion(model, torch.ones(1, 4), torch.ones(1, 4), target=0)
     with pytest.raises(ValueError, match=r"attributions\[0\] has shape"):
         infidelity(model, _noise_perturb, torch.ones(1, 4), torch.ones(1, 3), target=0)
+
+
+def test_evaluate_broadcasts_a_cams_map_for_input_shaped_metrics():
+    model = small_cnn()
+    torch.manual_seed(3)
+    x = torch.randn(2, 3, 8, 8)
+    table = evaluate(model, x, methods=["saliency", "grad_cam"], metrics=["infidelity", "sparseness"])
+    assert table.notes == ["grad_cam: its one-channel map is broadcast over the input's 3 channels for infidelity"]
+    from torchexplain.cam import GradCAM
+    from torchexplain.metrics.evaluate import _gaussian_perturbation
+
+    target = model(x).argmax(1)
+    cam = GradCAM(model).attribute(x, target=target)
+    assert cam.shape == (2, 1, 8, 8)
+    expected = infidelity(model, _gaussian_perturbation(0), x, cam.expand_as(x), target=target, n_perturb_samples=10)
+    assert table.rows[1]["infidelity"] == pytest.approx(expected.mean().item(), rel=1e-5)
+    assert table.rows[1]["sparseness"] == pytest.approx(sparseness(cam).mean().item(), rel=1e-5)  # the map itself
+    assert "broadcast over the input" in table.to_html()
+
+
+def test_evaluate_refuses_an_unusable_shape_before_any_metric_runs(monkeypatch):
+    import importlib
+
+    evaluate_module = importlib.import_module("torchexplain.metrics.evaluate")  # (the package exports the function)
+    calls = []
+    spec = evaluate_module.METRICS["deletion"]
+    monkeypatch.setitem(evaluate_module.METRICS, "deletion",
+                        evaluate_module.MetricSpec("deletion", lambda c: calls.append(c) or spec.score(c), False, ""))
+    x = torch.randn(2, 3, 8, 8)
+    with pytest.raises(ValueError, match=r"method 'grad_cam' gives attributions of shape \(2, 1, 4, 4\), but metric "
+                                         r"'infidelity' needs the input's shape \(2, 3, 8, 8\)"):
+        evaluate(small_cnn(), x, methods=["grad_cam"], metrics=["deletion", "infidelity"], upsample=False)
+    assert not calls

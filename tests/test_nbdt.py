@@ -191,8 +191,10 @@ def test_hard_follows_argmax_decisions_and_each_sample_has_its_own(tree_model):
             node = max(probs, key=probs.get)
             steps.append((node, probs[node]))
         assert int(out[i].argmax()) == h.classes[node]
-        assert [d["node"] for d in decisions[i]] == [s[0] for s in steps]
-        assert [d["prob"] for d in decisions[i]] == pytest.approx([s[1] for s in steps], rel=1e-5)
+        # nbdt's shape: the root first (probability 1), then the decisions
+        assert decisions[i][0] == {"node": h.root, "name": "root", "prob": 1.0, "parent": None}
+        assert [d["node"] for d in decisions[i][1:]] == [s[0] for s in steps]
+        assert [d["prob"] for d in decisions[i][1:]] == pytest.approx([s[1] for s in steps], rel=1e-5)
         assert out[i].max().item() == pytest.approx(math.prod(s[1] for s in steps), rel=1e-5)
         single = HardNBDT(model, h).forward_with_decisions(x[i:i + 1])[1][0]
         assert [d["node"] for d in single] == [d["node"] for d in decisions[i]]
@@ -210,7 +212,8 @@ def test_soft_decisions_are_each_samples_own(tree_model):
             assert h.names.index(decisions[i][-1]["name"]) == h.leaf_of(int(probs[i].argmax()))
     line = decision_line(h.class_names, int(probs[0].argmax()), decisions[0])
     assert line.startswith(f"Prediction: {h.class_names[int(probs[0].argmax())]} // Decisions: ")
-    assert line.count("%") == len(decisions[0])
+    assert decisions[0][0]["parent"] is None and decisions[0][0]["node"] == h.root
+    assert line.count("%") == len(decisions[0]) - 1 and "root" not in line
 
 
 def test_tree_loss_is_cross_entropy_plus_tree_nll(tree_model):
@@ -229,9 +232,9 @@ def test_rendering(tree_model, tmp_path):
     page = h.to_html(tmp_path / "tree.html", decisions)
     assert (tmp_path / "tree.html").read_text() == page
     assert "<svg" in page and "<script" not in page and "http://" not in page.replace("http://www.w3.org/2000/svg", "")
-    assert page.count('stroke="#d62728"') == len(decisions)  # one highlighted edge per decision
+    assert page.count('stroke="#d62728"') == len(decisions) - 1  # one highlighted edge per decision (not the root)
     text = h.to_text(decisions)
-    assert text.count("*") == len(decisions) and text.splitlines()[0] == h.names[h.root]
+    assert text.count("*") == len(decisions) - 1 and text.splitlines()[0] == h.names[h.root]
 
 
 # --------------------------------------------------------------------------- the digits model
@@ -263,3 +266,115 @@ def test_digits_soft_nbdt_after_finetuning_is_within_a_point(capsys):
               f"after soft {soft_after:.2%}, hard {hard_after:.2%}")
     assert soft_after >= base - 0.01
     assert soft_after > soft
+
+
+# --------------------------------------------------------------------------- nbdt's own forms
+
+
+def cifar_model():
+    torch.manual_seed(1)
+    return Head(torch.randn(10, 3), torch.randn(10)).eval()
+
+
+def test_nbdt_constructor_forms_give_the_same_tree_and_outputs(tmp_path):
+    from torchexplain.nbdt import model as nbdt_model
+    from torchexplain.nbdt.utils import DATASET_TO_CLASSES
+
+    model, x = cifar_model(), torch.randn(4, 3)
+    names = DATASET_TO_CLASSES["CIFAR10"]
+    tree = induce_hierarchy(model, names)
+    path = tmp_path / "graph-induced.json"
+    tree.to_json(path)
+    ours = HardNBDT(model, tree)
+    forms = [
+        nbdt_model.HardNBDT(pretrained=False, dataset="CIFAR10", arch="ResNet18", model=model, hierarchy=str(path)),
+        nbdt_model.HardNBDT(dataset="CIFAR10", model=model, path_graph=path),
+        nbdt_model.HardNBDT("CIFAR10", model, "ResNet18"),  # nbdt's positional order; induced, as nbdt's default
+        HardNBDT(model=model, dataset="CIFAR10", hierarchy="induced-ResNet18"),
+        HardNBDT(model, classes=names),
+    ]
+    with torch.no_grad():
+        expected, expected_decisions = ours.forward_with_decisions(x)
+        for nbdt in forms:
+            assert nbdt.hierarchy.class_names == names and nbdt.hierarchy.children == tree.children
+            out, decisions = nbdt.forward_with_decisions(x)
+            torch.testing.assert_close(out, expected)
+            assert decisions == expected_decisions
+    assert nbdt_model.SoftNBDT is SoftNBDT and model.training is False
+
+
+def test_the_seed_tutorial_line_keeps_the_first_real_decision():
+    from torchexplain.nbdt.utils import DATASET_TO_CLASSES
+
+    model, x = cifar_model(), torch.randn(1, 3)
+    nbdt = SoftNBDT(pretrained=False, dataset="CIFAR10", arch="wrn28_10_cifar10", model=model)
+    with torch.no_grad():
+        outputs, decisions = nbdt.forward_with_decisions(x)
+    _, predicted = outputs.max(1)
+    cls = DATASET_TO_CLASSES["CIFAR10"][predicted[0]]
+    line = "Prediction: " + cls + " // Decisions: " + ", ".join(
+        f"{info['name']} ({info['prob'] * 100:.2f}%)" for info in decisions[0][1:])
+    h = nbdt.hierarchy
+    first_child = decisions[0][1]["node"]
+    assert first_child in h.children[h.root] and line.split("Decisions: ")[1].startswith(h.names[first_child])
+    assert line == decision_line(h.class_names, int(predicted[0]), decisions[0])
+    assert decisions[0][-1]["name"] == cls
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"pretrained": True, "dataset": "CIFAR10", "arch": "ResNet18"}, ValueError, "downloads nothing.*pretrained=False"),
+    ({"dataset": "MNIST"}, ValueError, "dataset must be one of 'CIFAR10'.*classes="),
+    ({"hierarchy": "wordnet"}, ValueError, "pass a tree JSON path, a Hierarchy, or 'induced'"),
+    ({"model": "ResNet18"}, TypeError, "model must be an nn.Module"),
+    ({"dataset": "CIFAR100"}, ValueError, "class_names has 100 entries but the weight has 10"),
+    ({"path_wnids": "wnids.txt"}, ValueError, "path_wnids"),
+    ({"lr": 0.1}, TypeError, "unexpected keyword argument"),
+])
+def test_nbdt_constructor_errors(kwargs, error, message):
+    kwargs = {"model": cifar_model(), **kwargs}
+    with pytest.raises(error, match=message):
+        HardNBDT(**kwargs)
+
+
+def test_dataset_class_names_ship_offline():
+    torchvision = pytest.importorskip("torchvision")
+    from torchexplain.nbdt.utils import DATASET_TO_CLASSES
+
+    assert DATASET_TO_CLASSES["CIFAR10"][3] == "cat" and len(DATASET_TO_CLASSES["CIFAR10"]) == 10
+    cifar100 = DATASET_TO_CLASSES["CIFAR100"]
+    assert len(set(cifar100)) == 100 and cifar100 == sorted(cifar100) and cifar100[:2] == ["apple", "aquarium_fish"]
+    imagenet = DATASET_TO_CLASSES["Imagenet1000"]
+    assert imagenet == torchvision.models.ResNet18_Weights.IMAGENET1K_V1.meta["categories"]
+    assert DATASET_TO_CLASSES["ImageNet"] == imagenet
+    assert imagenet[0] == "tench" and imagenet[999] == "toilet tissue"
+    DATASET_TO_CLASSES["CIFAR10"].append("x")  # callers get their own list
+    assert len(DATASET_TO_CLASSES["CIFAR10"]) == 10
+
+
+def test_load_image_from_path_reads_files_and_file_urls(tmp_path):
+    from PIL import Image
+
+    from torchexplain.loading import LoadError
+    from torchexplain.nbdt.utils import load_image_from_path
+
+    pixels = np.arange(48, dtype=np.uint8).reshape(4, 4, 3)
+    path = tmp_path / "im.png"
+    Image.fromarray(pixels).save(path)
+    for source in (path, str(path), path.as_uri()):
+        assert np.array_equal(np.asarray(load_image_from_path(source)), pixels)
+    with pytest.raises(LoadError, match="image not found"):
+        load_image_from_path(tmp_path / "missing.png")
+    with pytest.raises(LoadError, match=r"cannot fetch image http://127\.0\.0\.1:9/im\.png"):
+        load_image_from_path("http://127.0.0.1:9/im.png")
+
+
+@pytest.mark.parametrize("edges", ["links", "edges"])
+def test_networkx_node_link_json_with_classes_in_id(edges):
+    nx = pytest.importorskip("networkx")
+    graph = nx.DiGraph([("root", "animal"), ("root", "vehicle"), ("animal", "cat"), ("animal", "dog"),
+                        ("vehicle", "car"), ("vehicle", "truck")])
+    data = nx.node_link_data(graph, edges=edges)
+    assert all(set(node) == {"id"} for node in data["nodes"])  # leaves name their class in "id" only
+    h = Hierarchy.from_json(json.dumps(data), class_names=NAMES)
+    assert partition(h) == frozenset({frozenset({"cat", "dog"}), frozenset({"car", "truck"})})
+    assert h.names[h.root] == "root" and h.class_names == NAMES

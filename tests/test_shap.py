@@ -490,8 +490,8 @@ def test_image_plot_draws_as_shap_does():
     ]
     scale = np.percentile(np.abs(np.stack([v.sum(-1) for v in per_output])), 99.9)
     for values, images_ in forms:
-        figure = tes.image_plot(values, images_, labels)
-        assert isinstance(figure, matplotlib.figure.Figure)
+        figure = tes.image_plot(values, images_, labels, show=False)
+        assert isinstance(figure, matplotlib.figure.Figure) and figure is plt.gcf()
         ours = _panels(figure)
         assert len(ours) == len(theirs) == 6
         for our_axis, their_axis in zip(ours, theirs):
@@ -502,3 +502,127 @@ def test_image_plot_draws_as_shap_does():
                 assert np.allclose(our_axis[1][1], their_axis[1][1]) and np.allclose(our_axis[1][1], (-scale, scale))
         titles = [ax.get_title() for ax in figure.axes if ax.get_title()]
         assert titles == ["cat", "dog", "car", "bus"]
+        plt.close(figure)
+
+
+def test_image_plot_shows_by_default_and_returns_nothing_as_shap(monkeypatch):
+    import matplotlib.pyplot as plt
+
+    shown = []
+    monkeypatch.setattr(plt, "show", lambda *a, **k: shown.append(plt.gcf()))
+    rng = np.random.default_rng(1)
+    values, pixels = rng.normal(size=(1, 6, 6, 3)), rng.uniform(0, 1, (1, 6, 6, 3))
+    before = set(plt.get_fignums())
+    assert tes.image_plot(values, pixels) is None
+    assert len(shown) == 1 and len(shown[0].axes) == 3  # image, values, colour bar
+    assert tes.image_plot(values, pixels, show=False) is plt.gcf() and len(shown) == 1
+    for number in set(plt.get_fignums()) - before:
+        plt.close(number)
+
+
+# --------------------------------------------------------------------------- explainer(X), the layer form of Deep
+
+
+@pytest.mark.parametrize("explainer", ["gradient", "deep"])
+def test_explainers_are_callable_and_return_shaps_explanation_fields(explainer):
+    model = conv_net()
+    background, x = images(5, 30, dtype=torch.float64), images(2, 31, dtype=torch.float64)
+    ours = (tes.GradientExplainer if explainer == "gradient" else tes.DeepExplainer)(model, background)
+    torch.manual_seed(5)
+    explanation = ours(x)
+    torch.manual_seed(5)  # __call__ draws from the global RNG, as shap's does
+    values = ours.shap_values(x)
+    assert isinstance(explanation.values, np.ndarray) and explanation.values.shape == (2, 3, 6, 6, 4)
+    np.testing.assert_array_equal(explanation.values, values)
+    assert explanation.data is x and explanation.output_names == [f"Output {k}" for k in range(4)]
+    with torch.no_grad():
+        out = model(x).numpy()
+    expected = model(background).mean(0).detach().numpy()
+    np.testing.assert_allclose(explanation.base_values, np.broadcast_to(expected, (2, 4)))
+    if explainer == "deep":  # exact for DeepLIFT: values + base values give the output
+        totals = explanation.values.reshape(2, -1, 4).sum(1)
+        np.testing.assert_allclose(totals + explanation.base_values, out, atol=1e-10)
+        theirs = shap.DeepExplainer(copy.deepcopy(model), background)(x)
+        np.testing.assert_allclose(explanation.values, theirs.values, rtol=1e-5, atol=1e-10)
+    first = explanation[1]
+    assert first.values.shape == (3, 6, 6, 4) and torch.equal(first.data, x[1])
+    np.testing.assert_array_equal(first.base_values, explanation.base_values[1])
+
+
+def test_image_plot_takes_an_explanation(monkeypatch):
+    import matplotlib.pyplot as plt
+
+    model = conv_net()
+    explanation = tes.DeepExplainer(model, images(3, 32, dtype=torch.float64))(images(2, 33, dtype=torch.float64))
+    figure = tes.image_plot(explanation, show=False)
+    titles = [ax.get_title() for ax in figure.axes if ax.get_title()]
+    assert titles == ["Output 0", "Output 1", "Output 2", "Output 3"]
+    maps = [np.asarray(ax.get_images()[1].get_array()) for ax in figure.axes[:10] if len(ax.get_images()) == 2]
+    np.testing.assert_allclose(maps[0], explanation.values[0, ..., 0].sum(0))
+    plt.close(figure)
+
+
+def test_deep_explainer_on_a_layer_agrees_with_shap_and_adds_up():
+    """shap's layer form: multipliers at the layer's input times its change; the input
+    of conv_net's second conv is a cut, so the values add up to f(x) - E[f(bg)]."""
+    model = conv_net()
+    background, x = images(5, 34, dtype=torch.float64), images(3, 35, dtype=torch.float64)
+    before = snapshot(model)
+    ours = tes.DeepExplainer((model, model[2]), background)
+    values, ranks = ours.shap_values(x, ranked_outputs=2)
+    assert_unchanged(model, before)
+    twin = copy.deepcopy(model)
+    # (shap's own additivity check compares ranked values with the first outputs)
+    theirs, their_ranks = shap.DeepExplainer((twin, twin[2]), background).shap_values(
+        x, ranked_outputs=2, check_additivity=False
+    )
+    assert torch.equal(ranks, their_ranks) and values.shape == (3, 4, 6, 6, 2)
+    np.testing.assert_allclose(values, theirs, rtol=1e-5, atol=1e-12)
+    with torch.no_grad():
+        gap = model(x).gather(1, ranks) - model(background).mean(0)[ranks]
+    np.testing.assert_allclose(values.reshape(3, -1, 2).sum(1), gap.numpy(), atol=1e-10)
+    by_name = tes.DeepExplainer((model, "2"), background).shap_values(x)
+    picked = np.take_along_axis(by_name, ranks.numpy()[:, None, None, None, :], -1)
+    np.testing.assert_allclose(picked, values, atol=1e-12)
+
+
+class FirstInputOnly(nn.Module):
+    """Two inputs; only the first reaches the output (shap's "disconnected" model)."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(4, 2)
+
+    def forward(self, x, y):
+        return self.linear(x)
+
+
+@pytest.mark.parametrize("explainer", ["gradient", "deep"])
+def test_an_input_that_does_not_reach_the_output_gets_zeros(explainer):
+    torch.manual_seed(0)
+    model = FirstInputOnly()
+    background = [torch.randn(6, 4), torch.randn(6, 3)]
+    x, y = torch.randn(2, 4) + 2, torch.randn(2, 3) + 2
+    make = {"gradient": tes.GradientExplainer, "deep": tes.DeepExplainer}[explainer]
+    kwargs = {"nsamples": 50, "rseed": 0} if explainer == "gradient" else {}
+    vx, vy = make(model, background).shap_values([x, y], **kwargs)
+    assert vy.shape == (2, 3, 2) and not vy.any()
+    # linear: exactly W (x - mean background) when every background row is used (Deep)
+    exact = (model.linear.weight.detach()[None] * (x - background[0].mean(0))[:, None, :]).permute(0, 2, 1).numpy()
+    if explainer == "deep":
+        np.testing.assert_allclose(vx, exact, rtol=1e-5, atol=1e-6)
+    else:  # the draws (background picks, path points) do not depend on the number of inputs
+        alone = make(model.linear, background[0]).shap_values(x, **kwargs)
+        np.testing.assert_allclose(vx, alone, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(vx, exact, rtol=0.5)  # 50 samples: near W (x - mean background)
+
+
+def test_deep_explainer_model_forms_are_checked():
+    model = conv_net()
+    background = images(2, 36, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"\(model, layer\) pair"):
+        tes.DeepExplainer((model, model[2], 1), background)
+    with pytest.raises(ValueError, match="not a module of the model"):
+        tes.DeepExplainer((model, "head"), background)
+    with pytest.raises(TypeError, match="model must be callable"):
+        tes.DeepExplainer(3, background)

@@ -220,6 +220,11 @@ def _labels(path: str) -> list[str]:
         raise RuntimeError(f"cannot read labels file {path}: {err.strerror}") from None
 
 
+def _note(message: str) -> None:
+    """A warning the user must see (e.g. random weights): one line on stderr, even with --quiet."""
+    print(f"torchexplain: note: {message}", file=sys.stderr)
+
+
 def _model_and_images(args):
     """The model, its class names, the normalised image batch and (mean, std), from
     the options shared by ``explain`` and ``nbdt``."""
@@ -234,7 +239,7 @@ def _model_and_images(args):
     if args.device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda was asked for but CUDA is not available")
     images = [load_image(p) for p in args.images]
-    model, names, (size, mean, std, mode) = load_model(args.model, args.weights, args.device)
+    model, names, (size, mean, std, mode) = load_model(args.model, args.weights, args.device, notify=_note)
     if args.labels:
         names = _labels(args.labels)
     mean, std = (args.mean, args.std) if args.mean is not None else (mean, std)
@@ -276,13 +281,14 @@ def _evaluate(args) -> Path:
     model, names, x, _ = _model_and_images(args)
     table = evaluate(model, x, methods=methods, metrics=metrics, target=_target(args.target), steps=args.steps,
                      class_names=names, show_progress=not args.quiet)
-    (out / "evaluation.md").write_text(table.to_markdown() + "\n")
+    notes = "".join(f"\nnote: {n}" for n in table.notes)
+    (out / "evaluation.md").write_text(table.to_markdown() + "\n" + (notes[1:] + "\n" if notes else ""))
     (out / "evaluation.csv").write_text(table.to_csv())
     page = out / "evaluation.html"
     page.write_text("<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>torchexplain evaluation</title></head>"
                     f"<body style=\"font-family: sans-serif\"><h1>Evaluation: {args.model}</h1>{table.to_html()}</body></html>\n")
     if not args.quiet:
-        print(table.to_markdown())
+        print(table.to_markdown() + notes)
         print(f"report: {page}")
     return page
 

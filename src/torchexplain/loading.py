@@ -4,6 +4,7 @@ errors for everything a user can get wrong."""
 from __future__ import annotations
 
 import importlib
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -12,6 +13,13 @@ from torch import Tensor, nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: the seed of a torchvision model's random initialisation when no weights are given,
+#: so that every run (explain, evaluate, nbdt) sees the same model
+RANDOM_INIT_SEED = 0
+
+
+class RandomWeightsWarning(UserWarning):
+    """A model was built without trained weights (randomly initialised, seeded)."""
 
 
 class LoadError(ValueError):
@@ -74,7 +82,7 @@ def _load_state(model: nn.Module, weights: str | Path, spec: str) -> None:
         raise LoadError(f"weights {path} do not match the architecture of {spec}: {first}") from None
 
 
-def _torchvision(name: str, weights, spec: str):
+def _torchvision(name: str, weights, spec: str, notify: Callable[[str], None]):
     try:
         import torchvision
     except ImportError:
@@ -88,17 +96,32 @@ def _torchvision(name: str, weights, spec: str):
             model = torchvision.models.get_model(name, weights=enum[str(weights).split(".")[-1]])
         except Exception as err:  # noqa: BLE001
             raise LoadError(f"cannot fetch torchvision weights {weights}: {str(err).splitlines()[0]}") from None
-    else:
+    elif weights is not None:
         model = torchvision.models.get_model(name, weights=None)
-        if weights is not None:
-            _load_state(model, weights, spec)
+        _load_state(model, weights, spec)
+    else:
+        with torch.random.fork_rng(devices=[]):  # the caller's global RNG is left as it was
+            torch.manual_seed(RANDOM_INIT_SEED)
+            model = torchvision.models.get_model(name, weights=None)
+        default = getattr(enum, "DEFAULT", None)
+        hint = f" or a torchvision weights name ({default.name})" if default is not None else ""
+        notify(f"{spec} has no weights: its weights are random (seeded with {RANDOM_INIT_SEED}, the same on every "
+               f"run), so its explanations say nothing about a trained model; pass --weights FILE{hint}")
     return model, categories
 
 
-def load_model(spec: str, weights=None, device: str = "cpu"):
+def _warn(message: str) -> None:
+    warnings.warn(message, RandomWeightsWarning, stacklevel=4)
+
+
+def load_model(spec: str, weights=None, device: str = "cpu", notify: Callable[[str], None] | None = None):
     """``(model, class_names, default preprocessing)`` for a model spec: ``digits``,
     ``torchvision:NAME``, a TorchScript file, or ``package.module:factory``. The
-    preprocessing is ``(size, mean, std, mode)``."""
+    preprocessing is ``(size, mean, std, mode)``.
+
+    A torchvision model without ``weights`` is randomly initialised from a fixed seed
+    (:data:`RANDOM_INIT_SEED`), so every call builds the same model; ``notify(message)``
+    is told so (default: a :class:`RandomWeightsWarning`)."""
     from . import models
 
     if spec == "digits":
@@ -107,7 +130,7 @@ def load_model(spec: str, weights=None, device: str = "cpu"):
             _load_state(model, weights, spec)
         return model.eval(), names, (32, models.MEAN, models.STD, "L")
     if spec.startswith("torchvision:"):
-        model, names = _torchvision(spec.split(":", 1)[1], weights, spec)
+        model, names = _torchvision(spec.split(":", 1)[1], weights, spec, notify or _warn)
         return model.eval().to(device), names, (224, IMAGENET_MEAN, IMAGENET_STD, "RGB")
     if Path(spec).is_file():
         try:

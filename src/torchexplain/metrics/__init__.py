@@ -7,7 +7,7 @@ model's inputs and ranks them by every metric.
 
 from .curves import area_under_curve, deletion, gaussian_blur, insertion
 from .evaluate import DEFAULT_METHODS, DEFAULT_METRICS, METRICS, EvaluationTable, MetricSpec, evaluate
-from .fidelity import default_perturb_func, infidelity, sensitivity_max
+from .fidelity import default_perturb_func, infidelity, infidelity_perturb_func_decorator, sensitivity_max
 from .properties import completeness, sparseness
 from .randomization import RandomizationResult, randomization_check, spearman
 from .result import MetricResult
@@ -27,6 +27,7 @@ __all__ = [
     "evaluate",
     "gaussian_blur",
     "infidelity",
+    "infidelity_perturb_func_decorator",
     "insertion",
     "randomization_check",
     "sensitivity_max",

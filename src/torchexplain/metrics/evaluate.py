@@ -44,6 +44,9 @@ class MetricSpec:
     score: Callable[[Case], Tensor]
     higher_is_better: bool
     description: str
+    #: the metric multiplies or sums attributions feature by feature, so they must have
+    #: the input's shape; a one-channel map (a CAM's) is broadcast over the channels
+    input_shaped: bool = False
 
 
 def _gaussian_perturbation(seed: int, std: float = 0.1):
@@ -74,13 +77,14 @@ METRICS: dict[str, MetricSpec] = {
                    "AUC of the target's probability as the top features are revealed on a blurred copy"),
         MetricSpec("infidelity", lambda c: infidelity(c.model, _gaussian_perturbation(c.seed), c.inputs, c.attributions,
                                                       target=c.target, n_perturb_samples=10), False,
-                   "squared error between attributions . noise and the output change (Gaussian noise, std 0.1)"),
+                   "squared error between attributions . noise and the output change (Gaussian noise, std 0.1)",
+                   input_shaped=True),
         MetricSpec("sensitivity", lambda c: _sensitivity(c), False,
                    "largest relative change of the map under uniform noise of radius 0.02 (5 samples)"),
         MetricSpec("sparseness", lambda c: sparseness(c.attributions), True,
                    "Gini index of |attributions| (higher is sparser)"),
         MetricSpec("completeness", _relative_completeness, False,
-                   "|sum(attributions) - (F(x) - F(0))| / |F(x) - F(0)|"),
+                   "|sum(attributions) - (F(x) - F(0))| / |F(x) - F(0)|", input_shaped=True),
         MetricSpec("randomization", lambda c: _randomization(c), False,
                    "mean Spearman correlation with the map as layers are randomised, top down (lower is better)"),
     )
@@ -104,16 +108,51 @@ def _randomization(c: Case) -> Tensor:
     return result.correlations.mean(0).float()
 
 
+def broadcast_notes(attributions: dict[str, Tensor], inputs: Tensor, metrics: Sequence[str]) -> list[str]:
+    """Check, before any metric runs, that every method's attributions suit every
+    metric; returns one note per method whose one-channel map (a CAM's) will be
+    broadcast over the input's channels for the metrics that need input-shaped
+    attributions. An unusable shape is a ValueError naming the method and the metric."""
+    notes = []
+    for name, a in attributions.items():
+        shaped = [m for m in metrics if METRICS[m].input_shaped]
+        if a.shape == inputs.shape or not shaped:
+            continue
+        if _one_channel_of(a, inputs):
+            notes.append(f"{name}: its one-channel map is broadcast over the input's {inputs.shape[1]} channels for "
+                         f"{', '.join(shaped)}")
+            continue
+        raise ValueError(
+            f"method {name!r} gives attributions of shape {tuple(a.shape)}, but metric {shaped[0]!r} needs the "
+            f"input's shape {tuple(inputs.shape)} (or one channel, broadcast over the channels); drop "
+            f"{shaped[0]!r} from the metrics or {name!r} from the methods"
+        )
+    return notes
+
+
+def _one_channel_of(a: Tensor, inputs: Tensor) -> bool:
+    return a.dim() == inputs.dim() >= 3 and a.shape[0] == inputs.shape[0] and a.shape[1] == 1 \
+        and a.shape[2:] == inputs.shape[2:]
+
+
+def _for_metric(spec: MetricSpec, attributions: Tensor, inputs: Tensor) -> Tensor:
+    if spec.input_shaped and attributions.shape != inputs.shape:
+        return attributions.expand_as(inputs)
+    return attributions
+
+
 @dataclass
 class EvaluationTable:
     """One row per method: its time, and per metric the mean, standard error and rank
-    (1 = best)."""
+    (1 = best). ``notes`` say how attributions were adapted to a metric (a CAM's map
+    broadcast over the channels)."""
 
     methods: list[str]
     metrics: list[str]
     results: dict[tuple[str, str], MetricResult]
     seconds: dict[str, float]
     rows: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         ranks = {m: self._ranks(m) for m in self.metrics}
@@ -150,6 +189,7 @@ class EvaluationTable:
         head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
         rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>" for cells in body)
         notes = "".join(f"<li><b>{m}</b>: {html.escape(METRICS[m].description)}</li>" for m in self.metrics)
+        notes += "".join(f"<li>{html.escape(n)}</li>" for n in self.notes)
         return (f'<table border="1" cellspacing="0" cellpadding="4"><tr>{head}</tr>{rows}</table>'
                 f"<p>mean ± standard error over the examples (#rank, 1 = best)</p><ul>{notes}</ul>")
 
@@ -172,7 +212,13 @@ def evaluate(model, inputs: Tensor, methods: Sequence[str] = DEFAULT_METHODS, me
     points of the deletion and insertion curves; ``seed`` fixes every random
     perturbation. ``method_kwargs`` go to the methods (as in :func:`explain`).
     ``explanation``: an :class:`~torchexplain.Explanation` of these inputs that already
-    holds the methods' attributions (and times), to score them without re-running."""
+    holds the methods' attributions (and times), to score them without re-running.
+
+    Metrics that need attributions of the input's shape (infidelity, completeness)
+    get a CAM's one-channel map broadcast over the channels, as Captum's users do
+    (``table.notes`` says so); every (method, metric) pair is checked after the
+    methods ran and before any metric does, and an unusable shape is a ValueError
+    naming both. Unknown metric names are refused before any method runs."""
     from ..api import _accepted, explain
     from ..methods import resolve
 
@@ -189,6 +235,7 @@ def evaluate(model, inputs: Tensor, methods: Sequence[str] = DEFAULT_METHODS, me
                          show_progress=show_progress, **method_kwargs)
         names = result.methods
     rows, classes = result.inputs, result.target.to(result.inputs.device)
+    notes = broadcast_notes({n: result.attributions[n] for n in names}, rows, metrics)
     scores = {}
     for name in names:
         spec = resolve(name)
@@ -198,8 +245,9 @@ def evaluate(model, inputs: Tensor, methods: Sequence[str] = DEFAULT_METHODS, me
             out = obj.attribute(x, target=t, **{**spec.defaults(x), **_accepted(obj, method_kwargs)})
             return (out[0] if isinstance(out, tuple) else out).detach()
 
-        case = Case(model, rows, result.attributions[name], classes, name, rerun, steps, seed)
         for metric in metrics:
-            values = METRICS[metric].score(case)
-            scores[(name, metric)] = MetricResult(metric, values, METRICS[metric].higher_is_better)
-    return EvaluationTable(names, list(metrics), scores, {n: result.timings[n] for n in names})
+            spec_m = METRICS[metric]
+            case = Case(model, rows, _for_metric(spec_m, result.attributions[name], rows), classes, name, rerun,
+                        steps, seed)
+            scores[(name, metric)] = MetricResult(metric, spec_m.score(case), spec_m.higher_is_better)
+    return EvaluationTable(names, list(metrics), scores, {n: result.timings[n] for n in names}, notes=notes)

@@ -9,6 +9,7 @@ decides for itself.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Callable
 
@@ -97,6 +98,45 @@ def default_perturb_func(inputs, perturb_radius: float = 0.02):
                  for x in inputs)
 
 
+def infidelity_perturb_func_decorator(multiply_by_inputs: bool = True) -> Callable:
+    """Captum's decorator for a ``perturb_func`` that returns only the perturbed
+    inputs: the decorated function returns ``(perturbations, perturbed inputs)``, as
+    :func:`infidelity` wants, with perturbations ``I = (x - x') / (x - baseline)``
+    (``(x - x') / x`` without baselines; a zero denominator counts as 1) when
+    ``multiply_by_inputs``, else ``I = x - x'``. The wrapped function is called
+    as ``perturb_func(inputs, baselines)`` when baselines are given, else
+    ``perturb_func(inputs)``; both results are tuples of tensors."""
+
+    def decorate(perturb_func: Callable) -> Callable:
+        def perturbations_and_inputs(inputs, baselines=None):
+            perturbed = perturb_func(inputs) if baselines is None else perturb_func(inputs, baselines)
+            perturbed, _ = as_tuple(perturbed, "the perturbed inputs")
+            xs, _ = as_tuple(inputs)
+            if baselines is None:
+                refs = (0.0,) * len(xs)
+            else:
+                refs = baselines if isinstance(baselines, tuple) else (baselines,)
+            if len(perturbed) != len(xs) or len(refs) != len(xs):
+                raise ValueError(
+                    f"perturb_func returned {len(perturbed)} tensor(s) for {len(xs)} input(s) "
+                    f"and {len(refs)} baseline(s)"
+                )
+            if not multiply_by_inputs:
+                return tuple(x - p for x, p in zip(xs, perturbed)), perturbed
+            return tuple(_safe_div(x - p, x - r) for x, p, r in zip(xs, perturbed, refs)), perturbed
+
+        return functools.wraps(perturb_func)(perturbations_and_inputs)
+
+    return decorate
+
+
+def _safe_div(numerator: Tensor, denominator) -> Tensor:
+    """``numerator / denominator``, dividing by 1 where the denominator is 0."""
+    if not isinstance(denominator, Tensor):
+        return numerator / (denominator if denominator != 0 else 1.0)
+    return numerator / torch.where(denominator != 0, denominator, torch.ones_like(denominator))
+
+
 def _expanded_kwargs(kwargs: dict, inputs, n: int, k: int) -> dict:
     out = dict(kwargs)
     if "target" in out:
@@ -105,12 +145,24 @@ def _expanded_kwargs(kwargs: dict, inputs, n: int, k: int) -> dict:
         extra = out["additional_forward_args"]
         out["additional_forward_args"] = (tuple(repeat_per_example(a, n, k) for a in extra) if isinstance(extra, tuple)
                                           else repeat_per_example(extra, n, k))
-    if "baselines" in out and out["baselines"] is not None:
-        baselines = format_baselines(out["baselines"], inputs)
-        if baselines[0].shape == inputs[0].shape:
-            expanded = tuple(b.repeat_interleave(k, 0) for b in baselines)
-            out["baselines"] = expanded[0] if len(expanded) == 1 else expanded
+    if out.get("baselines") is not None:
+        out["baselines"] = _expanded_baselines(out["baselines"], inputs, n, k)
     return out
+
+
+def _expanded_baselines(given, inputs, n: int, k: int):
+    """Per-example baselines (the first one shaped as its input) follow the rows: each
+    tensor of ``n > 1`` rows is repeated ``k`` times per example. Anything else, e.g.
+    GradientShap's set of baselines to draw from, or scalars, is passed unchanged."""
+    baselines = given if isinstance(given, tuple) else (given,)
+    if not (isinstance(baselines[0], Tensor) and baselines[0].shape == inputs[0].shape):
+        return given
+    expanded = tuple(
+        b.repeat_interleave(k, 0) if isinstance(b, Tensor) and b.dim() > 0 and b.shape[0] == x.shape[0] == n and n > 1
+        else b
+        for b, x in zip(baselines, inputs)
+    )
+    return expanded if isinstance(given, tuple) else expanded[0]
 
 
 def sensitivity_max(

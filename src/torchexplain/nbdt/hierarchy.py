@@ -98,8 +98,9 @@ class Hierarchy:
     @classmethod
     def from_json(cls, source, class_names: Sequence[str] | None = None) -> "Hierarchy":
         """A tree from node-link JSON (a path, a JSON string or a dict; nodes with
-        ``id`` and ``label``, leaves with ``class`` or a label found in
-        ``class_names``) or from a nested ``{"name": ..., "children": [...]}`` dict.
+        ``id`` and ``label``, leaves with ``class`` or a ``label``, ``name`` or ``id``
+        found in ``class_names``, as networkx's ``node_link_data`` writes a tree
+        whose leaves are the class names) or from a nested ``{"name": ..., "children": [...]}`` dict.
         Inner nodes with one child are pruned."""
         data = _read_json(source)
         if isinstance(data, dict) and "nodes" in data:
@@ -177,11 +178,12 @@ def _read_json(source):
 def _class_of(node: dict, lookup: dict[str, int], where: str) -> int | None:
     if node.get("class") is not None:
         return int(node["class"])
-    label = node.get("label", node.get("name"))
-    if label in lookup:
-        return lookup[label]
+    keys = [node.get(k) for k in ("label", "name", "id") if node.get(k) is not None]
+    for key in keys:  # networkx's node-link form names a leaf's class in its "id"
+        if str(key) in lookup:
+            return lookup[str(key)]
     if not node.get("children") and lookup:
-        raise ValueError(f"{where} {label!r} is a leaf but not one of class_names")
+        raise ValueError(f"{where} {keys[0] if keys else None!r} is a leaf but not one of class_names")
     return None
 
 
@@ -193,7 +195,7 @@ def _from_node_link(data: dict, class_names) -> Hierarchy:
     index = {node_id: i for i, node_id in enumerate(ids)}
     children: list[list[int]] = [[] for _ in ids]
     has_parent = set()
-    for link in data.get("links", []):
+    for link in data.get("links", data.get("edges", [])):  # networkx >= 3.4 writes "edges"
         children[index[link["source"]]].append(index[link["target"]])
         has_parent.add(index[link["target"]])
     roots = [i for i in range(len(ids)) if i not in has_parent]

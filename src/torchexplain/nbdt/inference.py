@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .compat import nbdt_arguments
 from .hierarchy import Hierarchy
 
 
@@ -102,10 +103,22 @@ class TreeTables(nn.Module):
 
 
 class _NBDT(nn.Module):
-    def __init__(self, model: nn.Module, hierarchy: Hierarchy):
+    """``NBDT(model, hierarchy)``, or nbdt's own form ``NBDT(dataset, model, arch, ...)``
+    / ``NBDT(pretrained=False, dataset="CIFAR10", arch=..., model=model,
+    hierarchy=...)``: ``hierarchy`` a :class:`Hierarchy`, a tree JSON path (or
+    nbdt's ``path_graph=``), or None / ``"induced"`` / ``"induced-ARCH"`` for the tree
+    induced from the model's final linear layer; ``dataset`` ("CIFAR10", "CIFAR100",
+    "Imagenet1000") or ``classes=`` names the classes. ``pretrained=True`` is an error:
+    nothing is downloaded. The model's training flag is left as it is.
+
+    ``forward_with_decisions(x)`` returns ``(outputs, decisions)``; ``decisions[i]`` is
+    sample ``i``'s path in nbdt's shape: the root first (``{"node": root, "name":
+    "root", "prob": 1.0, "parent": None}``), then one ``{"node", "name", "prob",
+    "parent"}`` per decision, so ``decisions[i][1:]`` are the real decisions."""
+
+    def __init__(self, *args, **kwargs):
         super().__init__()
-        if not isinstance(hierarchy, Hierarchy):
-            raise TypeError(f"hierarchy must be a Hierarchy; got {type(hierarchy).__name__}")
+        model, hierarchy = nbdt_arguments(args, kwargs)
         self.model = model
         self.tables = TreeTables(hierarchy)
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
@@ -121,9 +134,10 @@ class _NBDT(nn.Module):
         inner = list(self.tables.inner_index)
         child_node = self.tables.child_node.flatten().tolist()
         names = self.hierarchy.names
+        root = self.hierarchy.root
         out = []
         for row_slots, row_probs in zip(slots.tolist(), probs.tolist()):
-            steps = []
+            steps = [{"node": root, "name": "root", "prob": 1.0, "parent": None}]
             for slot, p in zip(row_slots, row_probs):
                 if slot == pad:
                     break
@@ -171,7 +185,13 @@ class HardNBDT(_NBDT):
         return out, self._steps(slots, probs)
 
 
+def decision_steps(steps: list[dict]) -> list[dict]:
+    """The real decisions of a path: without nbdt's root entry (``parent`` None)."""
+    return [s for s in steps if s.get("parent") is not None]
+
+
 def decision_line(class_names, prediction: int, steps: list[dict]) -> str:
-    """The seed's line: ``Prediction: cat // Decisions: animal (99.34%), ...``."""
-    decisions = ", ".join(f"{s['name']} ({100 * s['prob']:.2f}%)" for s in steps)
+    """The seed's line: ``Prediction: cat // Decisions: animal (99.34%), ...`` (the
+    root entry is skipped)."""
+    decisions = ", ".join(f"{s['name']} ({100 * s['prob']:.2f}%)" for s in decision_steps(steps))
     return f"Prediction: {class_names[prediction]} // Decisions: {decisions}"

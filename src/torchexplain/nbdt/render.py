@@ -9,8 +9,13 @@ from typing import Sequence
 X_STEP, Y_STEP, MARGIN, RADIUS = 90, 80, 60, 7
 
 
+def _real(decisions: Sequence[dict] | None) -> list[dict]:
+    """The decisions without nbdt's root entry (``parent`` None)."""
+    return [d for d in (decisions or []) if d.get("parent", -1) is not None]
+
+
 def _chosen(decisions: Sequence[dict] | None) -> dict[int, float]:
-    return {int(d["node"]): float(d["prob"]) for d in (decisions or [])}
+    return {int(d["node"]): float(d["prob"]) for d in _real(decisions)}
 
 
 def tree_text(hierarchy, decisions: Sequence[dict] | None = None) -> str:
@@ -80,7 +85,7 @@ def tree_svg(hierarchy, decisions: Sequence[dict] | None = None) -> str:
 
 
 def _steps_text(decisions: Sequence[dict]) -> str:
-    return " &rarr; ".join(f"{html.escape(d['name'])} ({100 * d['prob']:.2f}%)" for d in decisions)
+    return " &rarr; ".join(f"{html.escape(d['name'])} ({100 * d['prob']:.2f}%)" for d in _real(decisions))
 
 
 def trees_html(hierarchy, rows: Sequence[tuple[str, Sequence[dict] | None]],

@@ -23,7 +23,8 @@ from .forms import (
     shap_form,
     with_ranks,
 )
-from .layer import layer_inputs, output_passes_through, probe_feeds
+from .explanation import Explanation
+from .layer import layer_inputs, output_passes_through, probe_feeds, split_model
 from .sampling import PairDraws, RankTotals, rank_gradients, same_layout
 
 COMPAT = (None, "shap")
@@ -58,19 +59,14 @@ class GradientExplainer:
       does not add up to ``f(x) - E[f(background)]``; use it to reproduce shap's
       numbers.
 
-    ``expected_value`` (beyond shap's GradientExplainer) is the model's mean output
-    over the background. The model runs in eval mode, as in shap, and is left as it
-    was found.
+    An input (or a layer input) that does not reach the output gets zero values, as
+    in shap. ``expected_value`` (beyond shap's GradientExplainer) is the model's mean
+    output over the background. The model runs in eval mode, as in shap, and is left
+    as it was found. ``explainer(X)`` returns an :class:`~torchexplain.shap.Explanation`.
     """
 
     def __init__(self, model, data, batch_size=50, local_smoothing=0, compat: str | None = None):
-        layer = None
-        if isinstance(model, tuple):
-            if len(model) != 2:
-                raise ValueError(f"model must be a model or a (model, layer) pair; got a tuple of {len(model)}")
-            model, layer = model
-        if not callable(model):
-            raise TypeError(f"model must be callable (an nn.Module or function); got {type(model).__name__}")
+        model, layer = split_model(model)
         if compat not in COMPAT:
             raise ValueError(f'compat must be None (additive) or "shap"; got {compat!r}')
         if isinstance(local_smoothing, bool) or not isinstance(local_smoothing, numbers.Real) or local_smoothing < 0:
@@ -83,6 +79,10 @@ class GradientExplainer:
         self.compat = compat
         with borrowed(model):
             self.expected_value = expected_value(model_outputs(model, self.data, self.batch_size))
+
+    def __call__(self, X, nsamples: int = 200) -> Explanation:
+        """The values of ``X`` for every output, as an Explanation (shap's ``explainer(X, nsamples)``)."""
+        return Explanation.of(self.shap_values(X, nsamples=nsamples), self.expected_value, X)
 
     def shap_values(self, X, nsamples: int = 200, ranked_outputs=None, output_rank_order: str = "max", rseed=None):
         """Attributions of ``X`` (a tensor, or a list as the background data).

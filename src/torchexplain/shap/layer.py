@@ -84,3 +84,15 @@ def probe_feeds(inputs: Sequence[Tensor], background: Sequence[Tensor]) -> list[
     rows = [i for i, u in enumerate(first_of.tolist()) if not (u in seen or seen.add(u))]
     feeds = [tuple(x[i:i + 1] for x in inputs) for i in rows]
     return feeds + [tuple(b[:1] for b in background)]
+
+
+def split_model(model):
+    """shap's ``model`` argument, ``model`` or ``(model, layer)``, as ``(model, layer or None)``."""
+    layer = None
+    if isinstance(model, tuple):
+        if len(model) != 2:
+            raise ValueError(f"model must be a model or a (model, layer) pair; got a tuple of {len(model)}")
+        model, layer = model
+    if not callable(model):
+        raise TypeError(f"model must be callable (an nn.Module or function); got {type(model).__name__}")
+    return model, layer

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 
 from ..viz.arrays import denormalize, to_numpy, to_uint8
 from ..viz.image import new_figure
+from .explanation import Explanation
 
 #: negative values blue, positive red, zero transparent
 RED_BLUE = LinearSegmentedColormap.from_list(
@@ -88,22 +89,32 @@ def image_plot(
     labelpad: float | None = None,
     cmap=None,
     vmax: float | None = None,
-    show: bool = False,
+    show: bool = True,
     mean=None,
     std=None,
-) -> Figure:
-    """Draw SHAP values of images as shap's ``image_plot`` does and return the Figure.
+) -> Figure | None:
+    """Draw SHAP values of images as shap's ``image_plot`` does.
 
-    ``shap_values``: the explainers' result (an (N, C, H, W, K) array), a list with one
-    (N, H, W, C) array or (N, C, H, W) tensor per output, or one such array/tensor.
+    As in shap, the figure is drawn through pyplot and, with ``show=True`` (the
+    default), shown with ``plt.show()``; nothing is returned then. With
+    ``show=False`` the figure is left open for the caller (``plt.savefig`` works, as
+    with shap) and returned.
+
+    ``shap_values``: the explainers' result (an (N, C, H, W, K) array), an
+    Explanation from ``explainer(X)`` (its ``data`` are the default images and its
+    ``output_names`` the default labels), a list with one (N, H, W, C) array or
+    (N, C, H, W) tensor per output, or one such array/tensor.
     ``pixel_values``: the images, (N, H, W, C) NumPy or (N, C, H, W) tensor; ``mean``
     and ``std`` undo a normalisation for display. The values may be on a coarser grid
     than the image (a layer's input): the image is stretched under them.
     ``labels``: one name per output, or (N, K) names (e.g. of ranked outputs);
     ``true_labels`` title the images. ``vmax`` fixes the colour scale; by default
-    it is the 99.9th percentile of |values| over every panel. ``show=True`` draws
-    through pyplot and shows the figure; otherwise it is built off-screen.
+    it is the 99.9th percentile of |values| over every panel.
     """
+    if isinstance(shap_values, Explanation):
+        pixel_values = shap_values.data if pixel_values is None else pixel_values
+        labels = shap_values.output_names if labels is None else labels
+        shap_values = shap_values.values
     outputs = _outputs(shap_values)
     n, k = outputs[0].shape[0], len(outputs)
     if any(o.shape != outputs[0].shape for o in outputs):
@@ -119,7 +130,7 @@ def image_plot(
     size = np.array([3.0 * (k + 1), 2.5 * (n + 1)])
     if size[0] > width:
         size *= width / size[0]
-    figure = new_figure(show, tuple(size))
+    figure = new_figure(True, tuple(size))
     axes = figure.subplots(n, k + 1, squeeze=False)
     pad = {} if labelpad is None else {"pad": labelpad}
     heat = None
@@ -149,4 +160,5 @@ def image_plot(
         import matplotlib.pyplot as plt
 
         plt.show()
+        return None
     return figure

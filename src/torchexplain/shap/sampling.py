@@ -79,8 +79,8 @@ def rank_gradients(
     """For each chunk of pairs: ``build(pairs)`` makes the model's inputs,
     ``score(inputs, pairs)`` runs the model and returns (pairs, K) scalars, and for
     each ranked output ``k`` the gradient of the sum of column ``k`` with respect to
-    the inputs (or to ``wrt()``, e.g. a layer's values) goes to
-    ``consume(pairs, k, grads)``. Chunks come from the one evaluator
+    the inputs (or to ``wrt()``, e.g. a layer's values; zeros for a tensor that does
+    not reach the output) goes to ``consume(pairs, k, grads)``. Chunks come from the one evaluator
     (:func:`~torchexplain.core.batching.evaluate_rows`); parameters are frozen."""
     runner = RowRunner()
 
@@ -102,9 +102,8 @@ def rank_gradients(
         n_ranks = scalars.shape[1]
         for k in range(n_ranks):
             grads = torch.autograd.grad(scalars[:, k].sum(), targets, retain_graph=k + 1 < n_ranks, allow_unused=True)
-            if any(g is None for g in grads):
-                raise ValueError("an explained tensor has no differentiable path to the model output")
-            consume(pairs, k, grads)
+            # a tensor that does not reach the output: zero gradients (shap's answer)
+            consume(pairs, k, tuple(torch.zeros_like(t) if g is None else g for g, t in zip(grads, targets)))
 
     with frozen_parameters(model):
         evaluate_rows(n_pairs, run, chunk, stats=runner.stats, probe_rows=8)
