@@ -12,7 +12,9 @@ public boundary, and is immutable afterwards:
   when no target is given).
 
 :func:`class_targets` resolves the forms of :func:`torchexplain.explain` ("top1",
-"topk:K", class names) into explicit (example, class) rows.
+"topk:K", class names) into explicit (example, class) rows, and :func:`output_ranks`
+the ranked outputs of the shap-style explainers (``ranked_outputs``,
+``output_rank_order``); "topk:K" is the K outputs ranked by "max".
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ import numbers
 import re
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
 PREDICTED = "predicted"
+RANK_ORDERS = ("max", "min", "max_abs", "custom")
 _TOPK = re.compile(r"^top(?:k:|k)?(\d+)$")
 
 
@@ -234,8 +238,7 @@ def class_targets(target, outputs: Tensor, class_names: Sequence[str] | None = N
             k = int(match.group(1))
             if not 1 <= k <= n_classes:
                 raise ValueError(f"target {target!r}: k must lie in 1..{n_classes}")
-            top = outputs.topk(k, dim=-1).indices.cpu()
-            return examples.repeat_interleave(k), top.reshape(-1)
+            return examples.repeat_interleave(k), output_ranks(outputs, k).reshape(-1)
     if isinstance(target, Tensor):
         target = target.tolist() if target.dim() else int(target)
     if isinstance(target, (list, tuple)):
@@ -244,3 +247,47 @@ def class_targets(target, outputs: Tensor, class_names: Sequence[str] | None = N
         classes = [_class_index(t, class_names, n_classes, f"target[{i}]") for i, t in enumerate(target)]
         return examples, torch.tensor(classes, dtype=torch.long)
     return examples, torch.full((n,), _class_index(target, class_names, n_classes, "target"))
+
+
+def output_ranks(outputs: Tensor, ranked_outputs, order: str = "max") -> Tensor:
+    """(N, K) indices of the explained outputs of each example, a CPU LongTensor.
+
+    ``ranked_outputs=None``: every output; an int k: the k top outputs of each example
+    by ``order`` ("max", "min", "max_abs"); with ``order="custom"``, ``ranked_outputs``
+    lists the output indices, shared ([3, 7]) or per example (N rows)."""
+    n = outputs.shape[0]
+    n_out = 1 if outputs.dim() == 1 else outputs.shape[1]
+    if order not in RANK_ORDERS:
+        raise ValueError(f"output_rank_order must be one of {', '.join(map(repr, RANK_ORDERS))}; got {order!r}")
+    if ranked_outputs is None:
+        return torch.arange(n_out).expand(n, n_out).clone()
+    if order == "custom":
+        return _custom_ranks(ranked_outputs, n, n_out)
+    if isinstance(ranked_outputs, bool) or not isinstance(ranked_outputs, numbers.Integral) or ranked_outputs < 1:
+        raise ValueError(f"ranked_outputs must be None or a positive int; got {ranked_outputs!r}")
+    if n_out == 1:
+        return torch.zeros(n, 1, dtype=torch.long)
+    if ranked_outputs > n_out:
+        raise ValueError(f"ranked_outputs={ranked_outputs} but the model has only {n_out} outputs")
+    keys = {"max": outputs, "min": -outputs, "max_abs": outputs.abs()}[order]
+    return torch.sort(keys.detach().cpu(), dim=1, descending=True, stable=True).indices[:, :ranked_outputs].long()
+
+
+def _custom_ranks(ranked_outputs, n: int, n_out: int) -> Tensor:
+    try:
+        table = torch.as_tensor(np.asarray(ranked_outputs))
+    except (TypeError, ValueError):
+        table = None
+    if table is None or table.dtype.is_floating_point or table.dtype == torch.bool or table.dim() not in (1, 2):
+        raise ValueError(
+            'with output_rank_order="custom", ranked_outputs must list output indices: '
+            f"a sequence of ints or an (N, K) array; got {ranked_outputs!r}"
+        )
+    table = table.long()
+    if table.dim() == 1:
+        table = table.expand(n, -1).clone()
+    if table.shape[0] != n or table.shape[1] == 0:
+        raise ValueError(f"ranked_outputs must have {n} rows of output indices; got shape {tuple(table.shape)}")
+    if bool(((table < 0) | (table >= n_out)).any()):
+        raise ValueError(f"ranked_outputs holds an index outside the model's {n_out} outputs")
+    return table

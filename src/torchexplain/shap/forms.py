@@ -21,9 +21,7 @@ from torch import Tensor, nn
 
 from ..core.hooks import model_guard
 from ..core.inputs import as_tuple
-
-RANK_ORDERS = ("max", "min", "max_abs", "custom")
-
+from ..core.targets import RANK_ORDERS, output_ranks  # noqa: F401  (re-exported for the explainers)
 
 def background_tensors(data, name: str = "data") -> tuple[tuple[Tensor, ...], bool]:
     """``data`` as a tuple of tensors sharing their first dimension, and whether it
@@ -110,50 +108,6 @@ def expected_value(outputs: Tensor):
     model with one-dimensional output."""
     mean = outputs.double().mean(0).cpu().numpy()
     return float(mean) if outputs.dim() == 1 else mean
-
-
-def output_ranks(outputs: Tensor, ranked_outputs, order: str) -> Tensor:
-    """(N, K) indices of the explained outputs of each example, a CPU LongTensor.
-
-    ``ranked_outputs=None``: every output; an int k: the k top outputs of each example
-    by ``order`` ("max", "min", "max_abs"); with ``order="custom"``, ``ranked_outputs``
-    lists the output indices, shared ([3, 7]) or per example (N rows)."""
-    n = outputs.shape[0]
-    n_out = 1 if outputs.dim() == 1 else outputs.shape[1]
-    if order not in RANK_ORDERS:
-        raise ValueError(f"output_rank_order must be one of {', '.join(map(repr, RANK_ORDERS))}; got {order!r}")
-    if ranked_outputs is None:
-        return torch.arange(n_out).expand(n, n_out).clone()
-    if order == "custom":
-        return _custom_ranks(ranked_outputs, n, n_out)
-    if isinstance(ranked_outputs, bool) or not isinstance(ranked_outputs, numbers.Integral) or ranked_outputs < 1:
-        raise ValueError(f"ranked_outputs must be None or a positive int; got {ranked_outputs!r}")
-    if n_out == 1:
-        return torch.zeros(n, 1, dtype=torch.long)
-    if ranked_outputs > n_out:
-        raise ValueError(f"ranked_outputs={ranked_outputs} but the model has only {n_out} outputs")
-    keys = {"max": outputs, "min": -outputs, "max_abs": outputs.abs()}[order]
-    return torch.sort(keys.detach().cpu(), dim=1, descending=True, stable=True).indices[:, :ranked_outputs].long()
-
-
-def _custom_ranks(ranked_outputs, n: int, n_out: int) -> Tensor:
-    try:
-        table = torch.as_tensor(np.asarray(ranked_outputs))
-    except (TypeError, ValueError):
-        table = None
-    if table is None or table.dtype.is_floating_point or table.dtype == torch.bool or table.dim() not in (1, 2):
-        raise ValueError(
-            'with output_rank_order="custom", ranked_outputs must list output indices: '
-            f"a sequence of ints or an (N, K) array; got {ranked_outputs!r}"
-        )
-    table = table.long()
-    if table.dim() == 1:
-        table = table.expand(n, -1).clone()
-    if table.shape[0] != n or table.shape[1] == 0:
-        raise ValueError(f"ranked_outputs must have {n} rows of output indices; got shape {tuple(table.shape)}")
-    if bool(((table < 0) | (table >= n_out)).any()):
-        raise ValueError(f"ranked_outputs holds an index outside the model's {n_out} outputs")
-    return table
 
 
 def rank_scalars(out: Tensor, ranks: Tensor) -> Tensor:
