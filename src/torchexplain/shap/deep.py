@@ -10,13 +10,13 @@ from ..attr.deeplift import DeepLiftShap
 from ..attr.layer_path import LayerDeepLift
 from ..core.hooks.layers import resolve_layer
 from .explanation import Explanation
+from ..core.targets import output_ranks
 from .forms import (
     background_tensors,
     borrowed,
     expected_value,
     explained_inputs,
     model_outputs,
-    output_ranks,
     shap_form,
     with_ranks,
 )

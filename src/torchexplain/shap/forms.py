@@ -21,7 +21,6 @@ from torch import Tensor, nn
 
 from ..core.hooks import model_guard
 from ..core.inputs import as_tuple
-from ..core.targets import RANK_ORDERS, output_ranks  # noqa: F401  (re-exported for the explainers)
 
 def background_tensors(data, name: str = "data") -> tuple[tuple[Tensor, ...], bool]:
     """``data`` as a tuple of tensors sharing their first dimension, and whether it

@@ -11,6 +11,7 @@ from ..attr.seeding import make_generator, positive_int
 from ..core.batching import check_chunk_size
 from ..core.gradients import is_layout_error, wants_channels_last
 from ..core.hooks.layers import LayerTap, layer_name, resolve_layer
+from ..core.targets import output_ranks
 from .forms import (
     background_tensors,
     borrowed,
@@ -18,7 +19,6 @@ from .forms import (
     expected_value,
     explained_inputs,
     model_outputs,
-    output_ranks,
     rank_scalars,
     shap_form,
     with_ranks,
