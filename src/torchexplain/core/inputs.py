@@ -5,6 +5,7 @@ Everything here runs once at the public boundary; deeper code trusts its values.
 
 from __future__ import annotations
 
+import inspect
 import numbers
 from typing import Any, Sequence
 
@@ -103,14 +104,28 @@ def format_baselines(baselines, inputs: tuple[Tensor, ...], *, promote: bool = F
     return tuple(out)
 
 
+def _takes_no_arguments(fn) -> bool:
+    """Whether ``fn`` is called without arguments (Captum's baseline callables may
+    take the inputs or nothing)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return not any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in params)
+
+
 def format_baseline_distribution(baselines, inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     """Baselines given as a distribution of rows (GradientShap, DeepLiftShap).
 
     Each is a tensor ``(B, *input.shape[1:])`` (B >= 1, the same B for every input), a
-    number, or a callable returning either form.
+    number, or a callable returning either form, called with the inputs or, when it
+    takes no arguments, with none (both Captum's forms).
     """
     if callable(baselines) and not isinstance(baselines, Tensor):
-        baselines = baselines(*inputs) if len(inputs) > 1 else baselines(inputs[0])
+        if _takes_no_arguments(baselines):
+            baselines = baselines()
+        else:
+            baselines = baselines(*inputs) if len(inputs) > 1 else baselines(inputs[0])
     if baselines is None:
         raise ValueError("baselines must be given: a tensor of baseline rows (B, *input.shape[1:]) or a callable returning one")
     parts = _split_baselines(baselines, inputs)
