@@ -10,8 +10,8 @@ the blocks run depends on the model, which the first block tells:
   chunks that may span several blocks);
 * a model with one output for the whole batch (a loss, a Python number, an output
   whose first dimension is not the batch): each block runs alone, as one batch
-  (Captum's "aggregate" mode). Only then may the inputs' first dimensions differ (a
-  sparse index list beside a batch).
+  (Captum's "aggregate" mode). So do the blocks of inputs whose first dimensions
+  differ (a sparse index list beside a batch), which cannot be cut into rows.
 
 :func:`block_values` returns a :class:`Blocks` table, ``(n_blocks, *out_shape)``: the
 explained values of every block, where ``out_shape`` is ``(n, *rest)`` per example
@@ -105,9 +105,9 @@ def block_values(
 ):
     """The :class:`Blocks` of ``n_blocks`` blocks (see the module docstring), or a
     future of it. ``build(blocks, examples)`` returns the inputs of rows given by
-    their block and example indices. ``shared_masks`` (False for per-example feature
-    masks) and ``batched_inputs`` (False when the inputs' first dimensions differ)
-    say what a whole-batch model is refused."""
+    their block and example indices. ``shared_masks`` is False for per-example
+    feature masks, which a whole-batch model refuses; ``batched_inputs`` is False
+    when the inputs' first dimensions differ (each block then runs whole)."""
     n = adapter.n
     every = torch.arange(n)
     with torch.inference_mode():
