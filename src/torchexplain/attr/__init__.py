@@ -1,6 +1,6 @@
 """Attribution methods with Captum's names, arguments and return forms."""
 
-from .base import Attribution
+from .base import Attribution, GradientAttribution
 from .gradient import Deconvolution, GuidedBackprop, InputXGradient, Saliency
 from .deeplift import DeepLift, DeepLiftShap
 from .ablation import FeatureAblation, FeaturePermutation, PerturbationAttribution
@@ -57,9 +57,48 @@ from .noise import GradientShap, NoiseTunnel
 from .occlusion import Occlusion
 from .rise import RISE
 from .shapley import ShapleyValues, ShapleyValueSampling
+from .baselines import ProductBaselines
+from .dataloader import DataLoaderAttribution
+from .embedding import (
+    InterpretableEmbeddingBase,
+    TokenReferenceBase,
+    configure_interpretable_embedding_layer,
+    remove_interpretable_embedding_layer,
+)
+from .interpretable_input import ImageMaskInput, InterpretableInput, TextTemplateInput, TextTokenInput
+from .lime_base import LimeBase
+from .stat import MSE, CommonStats, Count, Max, Mean, Min, Stat, StatValue, StdDev, Sum, Var
+from .summarizer import ClassSummarizer, Summarizer, SummarizerSingleTensor
 
 __all__ = [
+    "visualization",
+    "GradientAttribution",
     "PerturbationAttribution",
+    "LimeBase",
+    "DataLoaderAttribution",
+    "ProductBaselines",
+    "TokenReferenceBase",
+    "InterpretableEmbeddingBase",
+    "configure_interpretable_embedding_layer",
+    "remove_interpretable_embedding_layer",
+    "InterpretableInput",
+    "TextTemplateInput",
+    "TextTokenInput",
+    "ImageMaskInput",
+    "Summarizer",
+    "SummarizerSingleTensor",
+    "ClassSummarizer",
+    "Stat",
+    "StatValue",
+    "CommonStats",
+    "Mean",
+    "Var",
+    "StdDev",
+    "Min",
+    "Max",
+    "Sum",
+    "MSE",
+    "Count",
     "NeuronAttribution",
     "NeuronConductance",
     "NeuronDeconvolution",
@@ -119,3 +158,12 @@ __all__ = [
     "NoiseTunnel",
     "Saliency",
 ]
+
+
+def __getattr__(name):
+    # ``visualization`` (Captum's module of plots) loads matplotlib, so only on first use
+    if name == "visualization":
+        import importlib
+
+        return importlib.import_module(f"{__name__}.visualization")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

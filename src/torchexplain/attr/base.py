@@ -11,7 +11,7 @@ from torch import Tensor
 
 from ..core.batching import check_chunk_size
 from ..core.forward import ForwardAdapter
-from ..core.gradients import forward_scalars
+from ..core.gradients import forward_scalars, input_gradients
 from ..core.hooks import model_guard
 from ..core.inputs import as_tuple, format_baselines, validate_inputs
 
@@ -131,7 +131,30 @@ class Attribution:
 
 
 
-class BaselineAttribution(Attribution):
+def compute_gradients(forward_fn, inputs, target_ind=None, additional_forward_args=None) -> tuple[Tensor, ...]:
+    """Captum's ``gradient_func``: d(sum over examples of the target output)/d(inputs),
+    a tuple with one gradient per input tensor."""
+    inputs, _ = as_tuple(inputs)
+    n = validate_inputs(inputs)
+    adapter = ForwardAdapter(forward_fn, n, target_ind, additional_forward_args)
+    with torch.enable_grad():
+        leaves = tuple(x if x.requires_grad else x.detach().requires_grad_(True) for x in inputs)
+        scalars = adapter.scalars(leaves, torch.arange(n))
+        return input_gradients(scalars, leaves)
+
+
+class GradientAttribution(Attribution):
+    """Base of the gradient methods (Captum's ``GradientAttribution``): an
+    :class:`Attribution` whose ``gradient_func`` (``compute_gradients`` by default,
+    Captum's signature) gives input gradients, and whose convergence delta is
+    ``sum(attributions) - (F(end_point) - F(start_point))`` per example."""
+
+    def __init__(self, forward_func, output_selector=None):
+        Attribution.__init__(self, forward_func, output_selector)  # not cooperative: layer bases take more
+        self.gradient_func = compute_gradients
+
+
+class BaselineAttribution(GradientAttribution):
     """A method that compares the inputs with baselines: it has a convergence delta
     and, by default, multiplies its gradients by ``inputs - baselines``."""
 

@@ -8,10 +8,10 @@ from ..core.gradients import row_gradients
 from ..core.hooks import FunctionRules
 from ..core.inputs import format_output
 from ..core.rules import DeconvReLU, GuidedReLU
-from .base import Attribution, take
+from .base import GradientAttribution, take
 
 
-class _OnePass(Attribution):
+class _OnePass(GradientAttribution):
     """Gradient of the target at the inputs, optionally under backward rules."""
 
     rule = None

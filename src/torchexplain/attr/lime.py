@@ -16,14 +16,15 @@ Every example gets its own samples and surrogate. The default sampling, weightin
 fitting are vectorised over samples and examples; all perturbed inputs go through the
 one chunked evaluator (``perturbations_per_eval="auto"``, or an int as in Captum).
 User ``perturb_func`` / ``similarity_func`` follow Captum's per-sample protocol and are
-called once per sample.
+called once per sample. As in Captum, a batch whose forward gives one value for the
+whole batch (a loss; found by one forward of the inputs) gets one surrogate, fitted
+through :class:`~torchexplain.attr.LimeBase`: coefficients ``(1, ...)``.
 
 Differences from Captum: the default surrogate is :class:`WeightedLinearRegression`
 (torch-native least squares with a tiny ridge) rather than scikit-learn's
 ``Lasso(alpha=0.01)``; interpretable features are the feature ids that occur in the
 mask, in sorted order (Captum's ``0 .. max id`` when ids have no gaps); ``generator``
-/ ``seed`` make the default sampling reproducible; a forward function that returns
-one scalar for the whole batch is not supported.
+/ ``seed`` make the default sampling reproducible.
 """
 
 from __future__ import annotations
@@ -35,12 +36,13 @@ import warnings
 import torch
 from torch import Tensor
 
-from ..core.inputs import format_baselines, format_output
+from ..core.forward import select_output
+from ..core.inputs import format_additional_args, format_baselines, format_output
 from ..core.perturb import forward_rows
-from .base import Attribution
 from .feature_mask import FeatureMask, format_feature_mask
+from .lime_base import LimeBase, default_from_interp_rep_transform
 from .seeding import make_generator, positive_int
-from .surrogate import WeightedLinearRegression, check_interpretable_model, fit_coefficients
+from .surrogate import WeightedLinearRegression, fit_coefficients
 
 
 def _flat(values) -> Tensor:
@@ -108,8 +110,9 @@ def _feature_sums(fm: FeatureMask, values) -> Tensor:
     return out
 
 
-class Lime(Attribution):
-    """Lime with Captum's arguments. ``interpretable_model``: any model following the
+class Lime(LimeBase):
+    """Lime with Captum's arguments (a :class:`LimeBase` sampling in the
+    interpretable space). ``interpretable_model``: any model following the
     protocols of :mod:`torchexplain.attr.surrogate` (default
     :class:`WeightedLinearRegression`); ``similarity_func(original, perturbed, z,
     **kwargs)`` and ``perturb_func(original, **kwargs)`` (returning a ``(1, M)`` binary
@@ -120,16 +123,14 @@ class Lime(Attribution):
     def __init__(
         self, forward_func, interpretable_model=None, similarity_func=None, perturb_func=None, output_selector=None
     ):
-        super().__init__(forward_func, output_selector)
         if interpretable_model is None:
             interpretable_model = WeightedLinearRegression()
-        check_interpretable_model(interpretable_model)
-        for name, fn in (("similarity_func", similarity_func), ("perturb_func", perturb_func)):
-            if fn is not None and not callable(fn):
-                raise TypeError(f"{name} must be callable; got {type(fn).__name__}")
-        self.interpretable_model = interpretable_model
-        self.similarity_func = get_exp_kernel_similarity_function() if similarity_func is None else similarity_func
-        self.perturb_func = perturb_func
+        if similarity_func is None:
+            similarity_func = get_exp_kernel_similarity_function()
+        super().__init__(
+            forward_func, interpretable_model, similarity_func, perturb_func, True,
+            default_from_interp_rep_transform, None, output_selector,
+        )
 
     def attribute(
         self,
@@ -171,6 +172,11 @@ class Lime(Attribution):
                 "group inputs into fewer features with feature_mask (e.g. torchexplain.masks.superpixels)",
                 stacklevel=2,
             )
+        if adapter.n > 1 and self._one_value_per_batch(inputs, additional_forward_args):
+            coefs = self._attribute_batch(
+                inputs, is_tuple, base, fm, target, additional_forward_args, n_samples, gen, show_progress
+            )
+            return coefs if not return_input_shape else format_output(is_tuple, fm.expand(coefs))
         with self._guard():
             if self.perturb_func is None:
                 z = self._draw(adapter.n, n_samples, fm.n_features, gen).to(inputs[0].device)
@@ -182,6 +188,46 @@ class Lime(Attribution):
         if not return_input_shape:
             return coefs
         return format_output(is_tuple, fm.expand(coefs))
+
+    # -- forward functions returning one value for the whole batch -------------------
+    def _one_value_per_batch(self, inputs, additional_forward_args) -> bool:
+        """Whether the model gives one value for the whole batch (e.g. a loss), as
+        Captum's Lime checks with one forward of the unperturbed inputs."""
+        with self._guard(), torch.no_grad():
+            out = self.forward_func(*inputs, *format_additional_args(additional_forward_args))
+        if self.output_selector is not None:
+            out = select_output(out, self.output_selector)
+        return not isinstance(out, Tensor) or out.numel() == 1
+
+    def _sample_weight(self, original, perturbed, z, **kwargs) -> float:
+        """The weight of one sample (Lime: ``similarity_func``)."""
+        return self.similarity_func(original, perturbed, z, **kwargs)
+
+    def _attribute_batch(self, inputs, is_tuple, base, fm, target, additional_forward_args, n_samples, gen, show):
+        """One surrogate for the whole batch (Captum's Lime when the forward returns one
+        value per batch): ``(1, M)`` coefficients, features shared by every example."""
+        if fm.per_example:
+            raise ValueError(
+                "feature_mask must be shared by the batch (first dimension 1) when forward_func returns one "
+                "value for the whole batch"
+            )
+        kwargs = {
+            "baselines": format_output(is_tuple, base),
+            "feature_mask": format_output(is_tuple, fm.index),
+            "num_interp_features": fm.n_features,
+        }
+        perturb = self.perturb_func
+        if perturb is None:
+            drawn = self._draw(1, n_samples, fm.n_features, gen)[0].long()
+
+            def perturb(original, **unused):
+                yield from (row.view(1, -1) for row in drawn)
+
+        z, y, w = self._samples_and_labels(
+            format_output(is_tuple, inputs), target, additional_forward_args, n_samples, 1, show, kwargs,
+            perturb, self._sample_weight,
+        )
+        return fit_coefficients(self.interpretable_model, z, y, w).view(1, -1).float()
 
     # -- sampling ---------------------------------------------------------------------
     def _draw(self, n: int, n_samples: int, n_features: int, gen) -> Tensor:
@@ -274,13 +320,8 @@ class Lime(Attribution):
             seen["dtype"] = scalars.dtype
 
         forward_rows(
-            adapter,
-            n * n_samples,
-            build,
-            consume,
-            perturbations_per_eval=perturbations_per_eval,
-            show_progress=show_progress,
-            desc=type(self).__name__,
+            adapter, n * n_samples, build, consume, perturbations_per_eval=perturbations_per_eval,
+            show_progress=show_progress, desc=type(self).__name__,
         )
         return y, seen["dtype"]
 
@@ -318,6 +359,10 @@ class KernelShap(Lime):
             ranks = torch.rand((n, rest, n_features), generator=gen).argsort(-1).argsort(-1)
             middle = ranks < sizes
         return torch.cat([ends, middle], 1)
+
+    def _sample_weight(self, original, perturbed, z, **kwargs) -> float:
+        size = int(torch.as_tensor(z).sum())
+        return self.inf_weight if size in (0, torch.as_tensor(z).numel()) else 1.0
 
     def _weights(self, inputs, is_tuple, base, fm: FeatureMask, z: Tensor) -> Tensor:
         """Shapley kernel: weight 1 (the sampling already follows the kernel), and

@@ -22,7 +22,7 @@ from ..core.gradients import row_gradients
 from ..core.hooks import module_hooks
 from ..core.inputs import as_tuple, format_output
 from ..core.hooks.relevance import relevance_rules
-from .base import Attribution, row_sums, take
+from .base import GradientAttribution, row_sums, take
 from .lrp_rules import (
     AlphaBeta,
     Composite,
@@ -149,7 +149,7 @@ class _RuleChooser:
             yield
 
 
-class LRP(Attribution):
+class LRP(GradientAttribution):
     """Layer-wise relevance propagation, Captum-compatible.
 
     The target output ``f(x)`` is the relevance at the top; each op hands the relevance
@@ -190,7 +190,7 @@ class LRP(Attribution):
             raise TypeError(f"composite must be a Composite (e.g. EpsilonPlus()); got {type(composite).__name__}")
         if not isinstance(fold_batchnorm, bool):
             raise TypeError(f"fold_batchnorm must be a bool; got {type(fold_batchnorm).__name__}")
-        Attribution.__init__(self, model)  # (LayerLRP's next base is LayerAttribution)
+        GradientAttribution.__init__(self, model)  # (LayerLRP's next base is LayerAttribution)
         self.model = model
         self.rules = _check_rules(rules)
         self.composite = composite

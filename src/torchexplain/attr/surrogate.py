@@ -104,9 +104,10 @@ def check_interpretable_model(model) -> None:
         )
 
 
-def fit_coefficients(model, X: Tensor, y: Tensor, w: Tensor) -> Tensor:
-    """Fit ``model`` to one problem (``X`` ``(S, M)``, ``y`` and ``w`` ``(S,)``) through
-    its protocol and return its ``M`` coefficients as float64 on ``X``'s device."""
+def fit_model(model, X: Tensor, y: Tensor, w: Tensor):
+    """Fit ``model`` to one problem (``X`` ``(S, M)``, ``y`` and ``w`` ``(S,)``, as
+    float32) through its protocol and return what describes it: ``representation()``
+    when it has one (Captum's models), else ``coef_``."""
     X, y, w = X.float(), y.float(), w.float()
     if _positional_params(model.fit) == 1:
         from torch.utils.data import DataLoader, TensorDataset
@@ -117,14 +118,19 @@ def fit_coefficients(model, X: Tensor, y: Tensor, w: Tensor) -> Tensor:
     else:
         model.fit(X, y, sample_weight=w)
     if callable(getattr(model, "representation", None)):
-        coef = model.representation()
-    else:
-        coef = getattr(model, "coef_", None)
+        return model.representation()
+    coef = getattr(model, "coef_", None)
     if coef is None:
         raise TypeError(
             f"interpretable_model {type(model).__name__} has neither representation() nor coef_ after fit; "
             "one of them must give the coefficients"
         )
+    return coef
+
+
+def fit_coefficients(model, X: Tensor, y: Tensor, w: Tensor) -> Tensor:
+    """:func:`fit_model`, returning the ``M`` coefficients as float64 on ``X``'s device."""
+    coef = fit_model(model, X, y, w)
     coef = coef.detach() if isinstance(coef, Tensor) else torch.as_tensor(coef)
     coef = coef.to(device=X.device, dtype=torch.float64).reshape(-1)
     if coef.numel() != X.shape[1]:

@@ -105,9 +105,14 @@ def denormalize(
 def to_uint8(array: np.ndarray, name: str) -> np.ndarray:
     """Pixel values as uint8.
 
-    uint8 stays as is; values in [0, 1] are scaled by 255; values in [0, 255] are
-    rounded. Anything else (for example a normalised image whose ``mean``/``std``
-    were not given) is stretched min-to-max, with a warning.
+    uint8 stays as is; other integers are 0-255 values (clipped), or 0-1 values when
+    none exceeds 1 (as Captum reads any image of maximum 1). A float array is a
+    [0, 1] image: scaled by 255 and clipped to [0, 255] whatever its maximum (as
+    matplotlib and Captum show floats), so a normalised-and-shifted image slightly
+    above 1 keeps its picture. Two float arrays are not [0, 1] images: whole numbers
+    above 1 (``uint8_image.astype(float)``) are 0-255 values, and values below -0.5
+    (a normalised image whose ``mean``/``std`` were not given) are stretched
+    min-to-max, with a warning.
     """
     if array.dtype == np.uint8:
         return array
@@ -116,18 +121,20 @@ def to_uint8(array: np.ndarray, name: str) -> np.ndarray:
     if values.size == 0:
         return values.astype(np.uint8)
     low, high = float(values.min()), float(values.max())
-    tolerance = 1e-3
-    if low >= -tolerance and high <= 1.0 + tolerance:
-        values = values * 255.0
-    elif low < -0.5 or high > 255.5:
+    if not np.issubdtype(array.dtype, np.floating):
+        return np.clip(values * (255.0 if high <= 1 else 1.0), 0, 255).astype(np.uint8)
+    if high > 1.0 and np.array_equal(values, np.rint(values)):
+        pass  # 0-255 values stored as floats
+    elif low < -0.5:
         warnings.warn(
-            f"{name} has values in [{low:.3g}, {high:.3g}], outside [0, 1] and [0, 255]; "
-            "it is stretched to [0, 255] for display. Pass mean= and std= to undo "
-            "input normalisation.",
+            f"{name} has values in [{low:.3g}, {high:.3g}], not an image in [0, 1] or [0, 255]; "
+            "it is stretched to [0, 255] for display. Pass mean= and std= to undo input normalisation.",
             stacklevel=3,
         )
         span = high - low
         values = (values - low) * (255.0 / span) if span > 0 else np.zeros_like(values)
+    else:
+        values = values * 255.0
     return np.clip(np.rint(values), 0, 255).astype(np.uint8)
 
 
