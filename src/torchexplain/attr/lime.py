@@ -355,10 +355,17 @@ class KernelShap(Lime):
         else:
             k = torch.arange(1, n_features, dtype=torch.float64)
             probs = (n_features - 1) / (k * (n_features - k))
-            sizes = torch.multinomial(probs, n * rest, replacement=True, generator=gen).view(n, rest, 1) + 1
-            ranks = torch.rand((n, rest, n_features), generator=gen).argsort(-1).argsort(-1)
-            middle = ranks < sizes
+            # example by example, so that an example's samples are the same in a batch as alone
+            # (given the generator's state), as with Captum's example-by-example sampling
+            middle = torch.stack([self._coalitions(probs, rest, n_features, gen) for _ in range(n)])
         return torch.cat([ends, middle], 1)
+
+    @staticmethod
+    def _coalitions(probs: Tensor, count: int, n_features: int, gen) -> Tensor:
+        """``count`` coalitions: a size drawn by the Shapley kernel, then that many features."""
+        sizes = torch.multinomial(probs, count, replacement=True, generator=gen).view(count, 1) + 1
+        ranks = torch.rand((count, n_features), generator=gen).argsort(-1).argsort(-1)
+        return ranks < sizes
 
     def _sample_weight(self, original, perturbed, z, **kwargs) -> float:
         size = int(torch.as_tensor(z).sum())
