@@ -556,12 +556,13 @@ def test_model_unchanged_after_success_and_errors(name):
     ((), ValueError, "neuron_selector must not be an empty tuple"),
     ((1, slice(0, 2, -1), 3), ValueError, "neuron_selector slices must have a positive step"),
     ((1, slice(0.5, 2), 3), TypeError, "neuron_selector slices must have int bounds"),
-    ((1, 2), ValueError, r"neuron_selector has 2 index\(es\) but .* 3 non-batch dimension"),
-    (1, ValueError, r"neuron_selector has 1 index\(es\)"),
+    ((1, 2, 0, 0), ValueError, r"neuron_selector has 4 index\(es\) but .* only 3 non-batch dimension"),
     ((5, 0, 0), ValueError, r"neuron_selector index 5 is out of range for dimension 1 \(size 5\)"),
     ((0, -9, 0), ValueError, "neuron_selector index -9 is out of range for dimension 2"),
     ((0, slice(7, 9), 0), ValueError, "neuron_selector slice .* selects no neuron of dimension 2"),
     (lambda v: v[:, 0], ValueError, r"neuron_selector \(a callable\) must return one value per example"),
+    (lambda v: v.sum() if v.shape[0] > 1 else v.sum().item(), ValueError,
+     r"returned one value for the whole batch, and applying it to each example alone failed"),
     (lambda v: v[:, 0, 0, 0].tolist(), ValueError, r"neuron_selector \(a callable\) must return"),
 ])
 def test_bad_neuron_selector_is_named(selector, error, match):

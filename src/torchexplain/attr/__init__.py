@@ -8,7 +8,6 @@ from .integrated import IntegratedGradients
 from .layer import (
     GuidedGradCam,
     LayerActivation,
-    LayerFeatureAblation,
     LayerGradCam,
     LayerGradientXActivation,
 )
@@ -20,6 +19,7 @@ from .layer_path import (
     LayerIntegratedGradients,
 )
 from .layer_base import LayerAttribution
+from .layer_perturbation import LayerFeatureAblation, LayerFeaturePermutation
 from .lime import KernelShap, Lime, get_exp_kernel_similarity_function
 from .layer_deeplift import LayerDeepLiftShap
 from .layer_lrp import LayerLRP
@@ -115,6 +115,7 @@ __all__ = [
     "LayerConductance",
     "LayerDeepLift",
     "LayerFeatureAblation",
+    "LayerFeaturePermutation",
     "LayerGradientShap",
     "LayerIntegratedGradients",
     "LayerAttribution",

@@ -58,7 +58,14 @@ class InputXGradient(_OnePass):
         return self._attribute(inputs, target, additional_forward_args, forward_kwargs, lambda x, g: x * g)
 
 
-class GuidedBackprop(_OnePass):
+class _RuleOnePass(_OnePass):
+    """A one-pass method under a backward rule; its first argument is ``model``, as in Captum."""
+
+    def __init__(self, model, output_selector=None):
+        super().__init__(model, output_selector)
+
+
+class GuidedBackprop(_RuleOnePass):
     """Guided backpropagation (Springenberg et al. 2015): only positive gradients pass
     back through ReLUs, and only where the ReLU was active. Applies to every ReLU the
     model computes, whether a module, functional, in-place or reused."""
@@ -66,7 +73,7 @@ class GuidedBackprop(_OnePass):
     rule = GuidedReLU()
 
 
-class Deconvolution(_OnePass):
+class Deconvolution(_RuleOnePass):
     """Deconvolution (Zeiler & Fergus 2014): ReLUs pass back positive gradients,
     whatever their input."""
 

@@ -9,11 +9,8 @@ under the rescale rule.
 
 from __future__ import annotations
 
-from ..core.hooks import FunctionRules
 from ..core.inputs import format_baseline_distribution
-from ..core.rules import Rescale
 from .base import RowTotals, example_major_rows, take
-from .deeplift import multiplier_attributions, paired_score
 from .layer_base import layer_output
 from .layer_path import LayerDeepLift
 
@@ -62,21 +59,12 @@ class LayerDeepLiftShap(LayerDeepLift):
         the :class:`RowTotals` of their layer attributions."""
         n = adapter.n
         found: list[RowTotals] = []
-        rule = Rescale(self.eps)
 
-        def references(rows):
-            return tuple(take(b, rows // n) for b in baselines)
-
-        def consume(rows, examples, grads, values, scalars):
-            k = len(rows)
-            grads, xs, refs = [g[:k] for g in grads], [v[:k] for v in values], [v[k:] for v in values]
-            attrs = multiplier_attributions(grads, xs, refs, custom, self._multiply_by_inputs)
+        def add(rows, examples, attrs):
             if not found:
                 found.append(RowTotals([a.new_zeros((n,) + a.shape[1:]) for a in attrs], n * n_refs))
             found[0].add(rows, examples, attrs)
 
-        self._layer_gradients(
-            adapter, n * n_refs, lambda rows, examples: tuple(take(x, examples) for x in inputs), consume,
-            to_input=to_input, chunk=chunk, context=lambda: FunctionRules(rule), score=paired_score(adapter, references),
-        )
+        self._pairs(adapter, inputs, lambda rows: tuple(take(b, rows // n) for b in baselines), n * n_refs, add,
+                    to_input, custom, chunk)
         return found[0]

@@ -13,13 +13,14 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from ..core.gradients import check_grad_kwargs
 from ..core.hooks import FunctionRules
 from ..core.inputs import format_baseline_distribution, format_baselines
 from ..core.rules import Rescale
 from .approximation import path_tables
 from .base import RowTotals, example_major_rows, per_row, take
 from .deeplift import multiplier_attributions, paired_score
-from .layer_base import LayerAttribution, layer_output
+from .layer_base import LayerAttribution, layer_output, split_layers
 from .noise import SampledPaths, _stdevs
 from .seeding import positive_int
 
@@ -44,17 +45,31 @@ class _LayerPath(LayerAttribution):
     def has_convergence_delta(self) -> bool:
         return True
 
-    def _result(self, adapter, attributions, baselines, inputs, return_convergence_delta):
-        delta = self._delta(adapter, attributions, baselines, inputs) if return_convergence_delta else None
-        result = layer_output(attributions)
-        return (result, delta) if return_convergence_delta else result
+    def _result(self, adapter, per_layer, baselines, inputs, return_convergence_delta):
+        """Captum's return form of the attributions (one tuple per layer); with the
+        convergence delta, ``sum over every layer's attributions - (F(x) - F(x0))``."""
+        result = self._format_layers(per_layer)
+        if not return_convergence_delta:
+            return result
+        return result, self._delta(adapter, [a for values in per_layer for a in values], baselines, inputs)
 
 
 class LayerIntegratedGradients(_LayerPath):
     """Integrated gradients of the layer's values (Captum's LayerIntegratedGradients):
-    the model runs on the inputs with the layer's output replaced by points between
-    its values at the baselines and at the inputs. Works on ``nn.Embedding`` layers
-    of text models (integer inputs, baselines such as a padding token id)."""
+    the model runs on the inputs with the layer's output (input, with
+    ``attribute_to_layer_input=True``) replaced by points ``v0 + alpha * (v - v0)``
+    between its values at the baselines (``v0``) and at the inputs (``v``);
+    ``A = (v - v0) * sum_k w_k dF/dv(point_k)`` (the gradient sum alone with
+    ``multiply_by_inputs=False``). Works on ``nn.Embedding`` layers of text models
+    (integer inputs, baselines such as a padding token id).
+
+    ``layer`` may be a list of layers, as in Captum: all of them are replaced at once
+    (along one path; none may compute another's values) and the result is a list with
+    one entry per layer; the convergence delta sums every layer's attributions.
+    ``grad_kwargs`` (Captum's) go to ``torch.autograd.grad``; with
+    ``materialize_grads=True`` a layer that does not reach the output gets zeros."""
+
+    _takes_layer_list = True
 
     def attribute(
         self,
@@ -67,6 +82,7 @@ class LayerIntegratedGradients(_LayerPath):
         internal_batch_size="auto",
         return_convergence_delta: bool = False,
         attribute_to_layer_input: bool = False,
+        grad_kwargs=None,
         forward_kwargs=None,
     ):
         inputs, _, adapter = self._prepare(inputs, target, additional_forward_args, forward_kwargs, floating=False)
@@ -74,29 +90,34 @@ class LayerIntegratedGradients(_LayerPath):
         sizes, alphas = path_tables(method, n_steps)
         chunk, n, to_input = self._chunk(internal_batch_size), adapter.n, attribute_to_layer_input
         with self._guard():
-            ends = self._layer_values(adapter, inputs, to_input=to_input)
-            starts = self._layer_values(adapter, [b.expand_as(x) for b, x in zip(baselines, inputs)], to_input=to_input)
-            totals = [torch.zeros_like(e) for e in ends]
+            ends = self._all_layer_values(adapter, inputs, to_input=to_input)
+            starts = self._all_layer_values(adapter, [b.expand_as(x) for b, x in zip(baselines, inputs)],
+                                            to_input=to_input)
+            totals = [torch.zeros_like(e) for values in ends for e in values]
 
             def build(rows, examples):
                 return tuple(take(x, examples) for x in inputs)
 
-            def replace(rows, examples, values):
-                return _interpolate(starts, ends, alphas, rows // n, examples)
+            def replace(rows, examples, k, values):
+                return _interpolate(starts[k], ends[k], alphas, rows // n, examples)
 
             def consume(rows, examples, grads, values, scalars):
                 for total, g in zip(totals, grads):
                     total.index_add_(0, examples.to(g.device), g * per_row(sizes, rows // n, g))
 
-            self._layer_gradients(adapter, len(sizes) * n, build, consume, to_input=to_input, chunk=chunk, replace=replace)
+            self._layer_gradients(adapter, len(sizes) * n, build, consume, to_input=to_input, chunk=chunk,
+                                  replace=replace, grad_kwargs=grad_kwargs)
+            per_layer = split_layers(totals, [len(values) for values in ends])
             if self._multiply_by_inputs:
-                totals = [t * (e - s) for t, e, s in zip(totals, ends, starts)]
-            return self._result(adapter, totals, baselines, inputs, return_convergence_delta)
+                per_layer = [tuple(t * (e - s) for t, e, s in zip(*trio)) for trio in zip(per_layer, ends, starts)]
+            return self._result(adapter, per_layer, baselines, inputs, return_convergence_delta)
 
 
 class InternalInfluence(LayerAttribution):
     """Internal influence (Leino et al. 2018): the layer's gradients integrated along
-    the straight path from the baselines to the inputs (in input space)."""
+    the straight path from the baselines to the inputs (in input space),
+    ``sum_k w_k dF/dlayer(x0 + alpha_k (x - x0))``. ``grad_kwargs`` (Captum's) go to
+    ``torch.autograd.grad``."""
 
     def attribute(
         self,
@@ -108,6 +129,7 @@ class InternalInfluence(LayerAttribution):
         method: str = "gausslegendre",
         internal_batch_size="auto",
         attribute_to_layer_input: bool = False,
+        grad_kwargs=None,
         forward_kwargs=None,
     ):
         inputs, _, adapter = self._prepare(inputs, target, additional_forward_args, forward_kwargs)
@@ -126,6 +148,7 @@ class InternalInfluence(LayerAttribution):
             self._layer_gradients(
                 adapter, len(sizes) * n, lambda rows, examples: _interpolate(baselines, inputs, alphas, rows // n, examples),
                 consume, to_input=attribute_to_layer_input, chunk=self._chunk(internal_batch_size),
+                grad_kwargs=grad_kwargs,
             )
         return layer_output(totals)
 
@@ -133,7 +156,8 @@ class InternalInfluence(LayerAttribution):
 class LayerConductance(_LayerPath):
     """Layer conductance (Dhamdhere et al. 2018), as Captum: along ``n_steps + 1``
     points of the input path, the gradient with respect to the layer at each point
-    times the change of the layer's values to the next point, summed."""
+    times the change of the layer's values to the next point, summed.
+    ``grad_kwargs`` (Captum's) go to ``torch.autograd.grad``."""
 
     def __init__(self, forward_func, layer, device_ids=None, output_selector=None, layer_call=None):
         super().__init__(forward_func, layer, device_ids, True, output_selector, layer_call)
@@ -149,6 +173,7 @@ class LayerConductance(_LayerPath):
         internal_batch_size="auto",
         return_convergence_delta: bool = False,
         attribute_to_layer_input: bool = False,
+        grad_kwargs=None,
         forward_kwargs=None,
     ):
         inputs, _, adapter = self._prepare(inputs, target, additional_forward_args, forward_kwargs)
@@ -178,8 +203,9 @@ class LayerConductance(_LayerPath):
                 adapter, (n_steps + 1) * n,
                 lambda rows, examples: _interpolate(baselines, inputs, alphas, rows // n, examples),
                 consume, to_input=attribute_to_layer_input, chunk=self._chunk(internal_batch_size),
+                grad_kwargs=grad_kwargs,
             )
-            return self._result(adapter, state["total"], baselines, inputs, return_convergence_delta)
+            return self._result(adapter, [tuple(state["total"])], baselines, inputs, return_convergence_delta)
 
 
 class LayerGradientShap(_LayerPath):
@@ -236,7 +262,9 @@ class LayerDeepLift(_LayerPath):
     """DeepLIFT (rescale rule) multipliers of the layer times the layer's change
     between inputs and baselines; ``custom_attribution_func(multipliers,
     layer_inputs, layer_baselines)`` may replace the product. The rule applies to
-    every activation and max-pool the model computes, as in :class:`DeepLift`."""
+    every activation and max-pool the model computes, as in :class:`DeepLift`.
+    ``grad_kwargs`` (Captum's) go to ``torch.autograd.grad``; with
+    ``materialize_grads=True`` a layer that does not reach the output gets zeros."""
 
     def __init__(self, model, layer, multiply_by_inputs: bool = True, eps: float = 1e-10,
                  output_selector=None, layer_call=None):
@@ -252,30 +280,44 @@ class LayerDeepLift(_LayerPath):
         return_convergence_delta: bool = False,
         attribute_to_layer_input: bool = False,
         custom_attribution_func=None,
+        grad_kwargs=None,
         forward_kwargs=None,
         internal_batch_size="auto",
     ):
         inputs, _, adapter = self._prepare(inputs, target, additional_forward_args, forward_kwargs)
         baselines = format_baselines(baselines, inputs)
+        if check_grad_kwargs(grad_kwargs).get("create_graph"):
+            raise ValueError("grad_kwargs={'create_graph': True} is not supported by LayerDeepLift: the rescale "
+                             "rule's backward pass is not itself differentiable")
         results: list[Tensor] = []
-        rule = Rescale(self.eps)
 
-        def references(rows):
-            return tuple(take(b, rows) for b in baselines)
-
-        def consume(rows, examples, grads, values, scalars):
-            k = len(rows)
-            grads, xs, refs = [g[:k] for g in grads], [v[:k] for v in values], [v[k:] for v in values]
-            attrs = multiplier_attributions(grads, xs, refs, custom_attribution_func, self._multiply_by_inputs)
+        def keep(rows, examples, attrs):
             if not results:
                 results.extend(a.new_empty((adapter.n,) + a.shape[1:]) for a in attrs)
             for out, a in zip(results, attrs):
                 out[rows.to(out.device)] = a
 
         with self._guard():
-            self._layer_gradients(
-                adapter, adapter.n, lambda rows, examples: tuple(take(x, examples) for x in inputs), consume,
-                to_input=attribute_to_layer_input, chunk=self._chunk(internal_batch_size),
-                context=lambda: FunctionRules(rule), score=paired_score(adapter, references),
+            self._pairs(
+                adapter, inputs, lambda rows: tuple(take(b, rows) for b in baselines), adapter.n, keep,
+                attribute_to_layer_input, custom_attribution_func, self._chunk(internal_batch_size), grad_kwargs,
             )
-            return self._result(adapter, results, baselines, inputs, return_convergence_delta)
+            return self._result(adapter, [tuple(results)], baselines, inputs, return_convergence_delta)
+
+    def _pairs(self, adapter, inputs, references, n_rows: int, fold, to_input: bool, custom, chunk,
+               grad_kwargs=None) -> None:
+        """DeepLIFT at the layer for rows ``r`` (example ``r % n``) against the
+        reference rows ``references(rows)``: each chunk runs as one batch ``[rows;
+        references]`` under the rescale rule, and ``fold(rows, examples, attributions)``
+        takes the chunk's layer attributions."""
+
+        def consume(rows, examples, grads, values, scalars):
+            k = len(rows)
+            grads, xs, refs = [g[:k] for g in grads], [v[:k] for v in values], [v[k:] for v in values]
+            fold(rows, examples, multiplier_attributions(grads, xs, refs, custom, self._multiply_by_inputs))
+
+        self._layer_gradients(
+            adapter, n_rows, lambda rows, examples: tuple(take(x, examples) for x in inputs), consume,
+            to_input=to_input, chunk=chunk, context=lambda: FunctionRules(Rescale(self.eps)),
+            score=paired_score(adapter, references), grad_kwargs=grad_kwargs,
+        )

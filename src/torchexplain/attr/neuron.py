@@ -4,11 +4,16 @@ neurons) of a hidden layer, with Captum's names, arguments and return forms.
 ``neuron_selector`` picks the neuron from the layer's output (or input, with
 ``attribute_to_neuron_input=True``):
 
-* an int, for a layer with one non-batch dimension;
-* a tuple with one int or slice per non-batch dimension; slices select a group of
-  neurons whose values are summed, as in Captum;
+* an int, or a tuple of ints and slices, indexing the non-batch dimensions (Captum's
+  ``value[(slice(None), *selector)]``); slices select a group of neurons whose values
+  are summed, as in Captum. Fewer indices than the layer has non-batch dimensions
+  leave the remaining dimensions whole: their neurons are a group too (``(c,)`` of a
+  conv layer is channel ``c``, summed over positions);
 * a callable ``layer values -> one value per example`` (the layer's tensor, or the
-  tuple of its tensors when it has several).
+  tuple of its tensors when it has several). A callable that returns one value for
+  the whole batch (``lambda x: x.sum()``) is read as Captum's gradients read it, a
+  sum over examples: it is applied to each example alone (``torch.func.vmap``), so
+  each example's neuron value is the callable of that example.
 
 Each method is the matching input method applied to the *neuron function*
 ``x -> selected neuron value of each example``: the layer's values are read through a
@@ -30,9 +35,10 @@ import torch
 from torch import Tensor, nn
 
 from ..core.forward import ForwardAdapter
+from ..core.gradients import check_grad_kwargs, input_gradients
 from ..core.hooks.layers import LayerTap
 from ..core.inputs import format_baselines, format_output
-from .ablation import FeatureAblation
+from .ablation import FeatureAblation, PerturbationAttribution
 from .deeplift import DeepLift, DeepLiftShap
 from .gradient import Deconvolution, GuidedBackprop, Saliency
 from .integrated import IntegratedGradients
@@ -67,14 +73,7 @@ def select_neuron(selector, values: tuple[Tensor, ...], n_rows: int) -> Tensor:
     """The selected neuron's value (a group's sum) for each of ``n_rows`` rows of the
     layer's ``values``; ``selector`` is checked by :func:`check_neuron_selector`."""
     if callable(selector):
-        picked = selector(values[0] if len(values) == 1 else values)
-        if not isinstance(picked, Tensor) or picked.numel() != n_rows:
-            got = f"shape {tuple(picked.shape)}" if isinstance(picked, Tensor) else type(picked).__name__
-            raise ValueError(
-                f"neuron_selector (a callable) must return one value per example: {n_rows} values for "
-                f"{n_rows} rows; got {got}"
-            )
-        return picked.reshape(n_rows)
+        return _call_selector(selector, values, n_rows)
     if len(values) > 1:
         raise ValueError(
             f"neuron_selector: the layer has {len(values)} tensors, so an index cannot say which to read; "
@@ -82,21 +81,49 @@ def select_neuron(selector, values: tuple[Tensor, ...], n_rows: int) -> Tensor:
         )
     value = values[0]
     dims = tuple(value.shape[1:])
-    if len(selector) != len(dims):
+    if len(selector) > len(dims):
         raise ValueError(
-            f"neuron_selector has {len(selector)} index(es) but the layer's values have {len(dims)} non-batch "
-            f"dimension(s) (per-example shape {dims}); give one int or slice per dimension, or a callable"
+            f"neuron_selector has {len(selector)} index(es) but the layer's values have only {len(dims)} non-batch "
+            f"dimension(s) (per-example shape {dims}); give at most one int or slice per dimension, or a callable"
         )
     for j, (index, size) in enumerate(zip(selector, dims)):
         if isinstance(index, slice):
             if not range(*index.indices(size)):
-                raise ValueError(f"neuron_selector slice {index!r} selects no neuron of dimension {j + 1} (size {size})")
+                raise ValueError(
+                    f"neuron_selector slice {index!r} selects no neuron of dimension {j + 1} (size {size})"
+                )
         elif not -size <= index < size:
             raise ValueError(
                 f"neuron_selector index {index} is out of range for dimension {j + 1} (size {size}) of the "
                 f"layer's values (per-example shape {dims})"
             )
     return value[(slice(None),) + selector].reshape(n_rows, -1).sum(1)
+
+
+def _call_selector(selector, values: tuple[Tensor, ...], n_rows: int) -> Tensor:
+    """A callable selector's value of each row: what it returns when that is one value
+    per row, else (one value for the whole batch) the callable of each row alone."""
+    single = len(values) == 1
+    picked = selector(values[0] if single else values)
+    if isinstance(picked, Tensor) and picked.numel() == n_rows:
+        return picked.reshape(n_rows)
+    if not (isinstance(picked, Tensor) and picked.numel() == 1):
+        got = f"shape {tuple(picked.shape)}" if isinstance(picked, Tensor) else type(picked).__name__
+        raise ValueError(
+            f"neuron_selector (a callable) must return one value per example ({n_rows} values for {n_rows} rows) "
+            f"or one value for the whole batch; got {got}"
+        )
+
+    def one(*rows):  # each row as a batch of one
+        return selector(rows[0] if single else rows).reshape(())
+
+    try:
+        return torch.func.vmap(one)(*(v.unsqueeze(1) for v in values))
+    except RuntimeError as err:
+        raise ValueError(
+            "neuron_selector (a callable) returned one value for the whole batch, and applying it to each "
+            f"example alone failed ({err}); return one value per example instead"
+        ) from err
 
 
 class NeuronFunction(nn.Module):
@@ -158,6 +185,9 @@ class NeuronGuidedBackprop(NeuronAttribution):
     through the ReLUs below it, and only where they were active."""
 
     _method = GuidedBackprop
+
+    def __init__(self, model, layer, device_ids=None, *, output_selector=None, layer_call: int | None = None):
+        super().__init__(model, layer, device_ids, output_selector=output_selector, layer_call=layer_call)
 
     def attribute(self, inputs, neuron_selector, additional_forward_args=None,
                   attribute_to_neuron_input: bool = False, forward_kwargs=None):
@@ -241,10 +271,11 @@ class NeuronGradientShap(_Multiplying):
         )
 
 
-class NeuronFeatureAblation(NeuronAttribution):
+class NeuronFeatureAblation(NeuronAttribution, PerturbationAttribution):
     """Feature ablation of the neuron's value: each feature (a ``feature_mask`` group,
     every scalar by default) is replaced by its baseline and its attribution is the
-    drop in the neuron's value. Ablations run batched (``perturbations_per_eval``)."""
+    drop in the neuron's value. Ablations run batched (``perturbations_per_eval``).
+    ``multiplies_by_inputs`` is True, as for Captum's perturbation methods."""
 
     def attribute(self, inputs, neuron_selector, baselines=None, additional_forward_args=None, feature_mask=None,
                   attribute_to_neuron_input: bool = False, perturbations_per_eval="auto",
@@ -270,16 +301,13 @@ class ConductanceAdapter(ForwardAdapter):
                          adapter.output_selector)
         self.tap = tap
         self.selector = selector
-        self.grad_kwargs = dict(grad_kwargs or {})
-        self.grad_kwargs["retain_graph"] = True
+        self.grad_kwargs = {**check_grad_kwargs(grad_kwargs), "retain_graph": True}
 
     def scalars(self, inputs, examples) -> Tensor:
         with self.tap.recording(grad=True) as record:
             out = super().scalars(inputs, examples)
         values = record.values
-        grads = torch.autograd.grad(out.sum(), values, allow_unused=True, **self.grad_kwargs)
-        if any(g is None for g in grads):
-            raise ValueError(f"the model output does not depend on layer {self.tap.name!r} (its gradient is None)")
+        grads = input_gradients(out, values, f"layer {self.tap.name!r}'s values", self.grad_kwargs)
         probe = tuple(v.detach().requires_grad_() for v in values)
         with torch.enable_grad():
             picked = select_neuron(self.selector, probe, len(out))

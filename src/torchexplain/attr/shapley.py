@@ -124,10 +124,11 @@ class ShapleyValues(ShapleyValueSampling):
                            show_progress, forward_kwargs, futures=False)
 
     def attribute_future(self, inputs, baselines=None, target=None, additional_forward_args=None,  # type: ignore[override]
-                         feature_mask=None, perturbations_per_eval="auto", show_progress: bool = False,
+                         feature_mask=None, n_samples=None, perturbations_per_eval="auto", show_progress: bool = False,
                          forward_kwargs=None):
         """:meth:`attribute` for a ``forward_func`` returning ``torch.futures.Future``;
-        returns a future of the attributions."""
+        returns a future of the attributions. ``n_samples`` is accepted for Captum's
+        signature and ignored, as in Captum: every coalition is evaluated."""
         return self._exact(inputs, baselines, target, additional_forward_args, feature_mask, perturbations_per_eval,
                            show_progress, forward_kwargs, futures=True)
 

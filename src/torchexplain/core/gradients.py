@@ -17,20 +17,53 @@ Build = Callable[[Tensor, Tensor], Sequence[Tensor]]
 Consume = Callable[[Tensor, Tensor, tuple, Tensor], None]
 
 
-def input_gradients(scalars: Tensor, inputs: Sequence[Tensor], what: str = "inputs") -> tuple[Tensor, ...]:
+#: the keywords of ``torch.autograd.grad`` that ``grad_kwargs`` may set (the outputs,
+#: inputs and output gradients are the method's own)
+GRAD_KWARGS = ("retain_graph", "create_graph", "allow_unused", "materialize_grads")
+
+
+def check_grad_kwargs(grad_kwargs) -> dict:
+    """Captum's ``grad_kwargs`` (extra keywords for ``torch.autograd.grad``) as a dict;
+    a TypeError naming ``grad_kwargs`` for anything else."""
+    if grad_kwargs is None:
+        return {}
+    if not isinstance(grad_kwargs, dict):
+        raise TypeError(f"grad_kwargs must be a dict of torch.autograd.grad keywords; got {type(grad_kwargs).__name__}")
+    unknown = [k for k in grad_kwargs if k not in GRAD_KWARGS]
+    if unknown:
+        raise TypeError(
+            f"grad_kwargs has keyword(s) {unknown} that the method cannot pass to torch.autograd.grad; "
+            f"allowed: {', '.join(GRAD_KWARGS)}"
+        )
+    return dict(grad_kwargs)
+
+
+def input_gradients(scalars: Tensor, inputs: Sequence[Tensor], what: str = "inputs",
+                    grad_kwargs: dict | None = None) -> tuple[Tensor, ...]:
     """d(sum of scalars)/d(inputs), with a clear error when an input is not on a
-    differentiable path to the output; ``what`` names the inputs in it."""
+    differentiable path to the output; ``what`` names the inputs in it.
+    ``grad_kwargs`` (checked by :func:`check_grad_kwargs`) go to ``torch.autograd.grad``;
+    with ``materialize_grads=True`` an input the output does not reach gets zeros."""
+    options = {"allow_unused": True, **(grad_kwargs or {})}
     if not scalars.requires_grad:
+        if options.get("materialize_grads"):
+            return tuple(torch.zeros_like(t) for t in inputs)
+        hint = "" if what == "inputs" else (
+            " (for a layer that does not reach the output, grad_kwargs={'materialize_grads': True} gives zeros)"
+        )
         raise ValueError(
             f"the model output does not depend differentiably on the {what} (it does not require "
-            "grad); check that forward_func does not detach, round or argmax its output"
+            f"grad); check that forward_func does not detach, round or argmax its output{hint}"
         )
     with torch.enable_grad():
-        grads = torch.autograd.grad(scalars.sum(), tuple(inputs), allow_unused=True)
+        grads = torch.autograd.grad(scalars.sum(), tuple(inputs), **options)
     for i, g in enumerate(grads):
         if g is None:
             where = f"{what}[{i}]" if len(grads) > 1 else what
-            raise ValueError(f"{where} has no differentiable path to the model output (its gradient is None)")
+            raise ValueError(
+                f"{where} has no differentiable path to the model output (its gradient is None); "
+                "pass grad_kwargs={'materialize_grads': True} for zeros instead"
+            )
     return grads
 
 
@@ -62,6 +95,7 @@ def row_gradients(
     context: Callable[[], contextlib.AbstractContextManager] | None = None,
     score: Callable[[tuple, Tensor, Tensor], Tensor] | None = None,
     wrt: Callable[[], Sequence[Tensor]] | None = None,
+    grad_kwargs: dict | None = None,
 ) -> None:
     """Evaluate gradients for rows ``0 .. n_rows-1``; row ``r`` explains example
     ``r % adapter.n``. ``build(rows, examples)`` makes the rows' inputs;
@@ -69,7 +103,10 @@ def row_gradients(
     ``context`` wraps each forward (e.g. backward rules); ``score(chunk, rows, examples)``
     replaces ``adapter.scalars`` as the differentiated per-row scalar. ``wrt()``, called
     after each forward, gives the tensors to differentiate with respect to instead of
-    the inputs (e.g. a hidden layer's values); the inputs then need no gradient."""
+    the inputs (e.g. a hidden layer's values); the inputs then need no gradient.
+    ``grad_kwargs``: Captum's extra ``torch.autograd.grad`` keywords (see
+    :func:`input_gradients`)."""
+    options = check_grad_kwargs(grad_kwargs)
     n = adapter.n
     score = score or (lambda chunk, rows, examples: adapter.scalars(chunk, examples))
     runner = RowRunner()
@@ -84,7 +121,8 @@ def row_gradients(
         rows = torch.arange(a, b)
         examples = rows % n
         chunk, scalars = runner.call(build(rows, examples), lambda chunk: forward(chunk, rows, examples))
-        grads = input_gradients(scalars, chunk) if wrt is None else input_gradients(scalars, wrt(), "layer's values")
+        grads = (input_gradients(scalars, chunk, grad_kwargs=options) if wrt is None
+                 else input_gradients(scalars, wrt(), "layer's values", options))
         consume(rows, examples, grads, scalars.detach())
 
     with frozen_parameters(adapter.forward_func):

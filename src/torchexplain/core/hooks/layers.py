@@ -17,7 +17,8 @@ A :class:`LayerTap` watches one module of a borrowed model. Inside
 
 A module that runs more than once per forward pass (a reused ReLU, a weight-shared
 block) is ambiguous: the tap raises unless ``call`` names which run to use. The hook
-is removed when the block exits, on every path.
+is removed when the block exits, on every path. :func:`recording_all` watches several
+layers in the same forward passes (Captum's lists of layers).
 """
 
 from __future__ import annotations
@@ -140,3 +141,12 @@ class LayerTap:
             raise ValueError(
                 f"layer_call={self.call} but layer {self.name!r} ran only {record.calls} time(s) in one forward pass"
             )
+
+
+@contextlib.contextmanager
+def recording_all(taps: Sequence[LayerTap], replace: Sequence[Callable | None] | None = None, grad: bool = False):
+    """``tap.recording(...)`` of every tap in the same forward passes; yields the
+    list of their records. ``replace[k]`` (or None) substitutes the values of tap ``k``."""
+    replace = list(replace) if replace is not None else [None] * len(taps)
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(tap.recording(replace=swap, grad=grad)) for tap, swap in zip(taps, replace)]
