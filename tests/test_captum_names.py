@@ -112,3 +112,23 @@ def test_every_public_name_of_captum_attr_but_the_llm_ones_exists():
     assert not missing, missing
     for name in set(ca.__all__) - llm:
         assert getattr(te, name) is not None
+
+
+def test_the_exception_list_is_well_formed():
+    """tests/captum_exceptions.md: one line per Captum test, each with a known category
+    and a reason (read by scripts/captum-exceptions, which compares a suite run with it)."""
+    import importlib.machinery
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parent.parent / "scripts" / "captum-exceptions"
+    loader = importlib.machinery.SourceFileLoader("captum_exceptions", str(path))
+    spec = importlib.util.spec_from_loader("captum_exceptions", loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    listed = module.listed()  # exits on an unknown category
+    lines = [line for line in module.LIST.read_text().splitlines() if line.startswith("- `")]
+    assert len(lines) == len(listed) >= 1  # every entry parsed, none repeated
+    assert all(test.startswith("tests/attr/") for test in listed)
+    failed, _ = module.outcomes("FAILED tests/attr/a.py::T::t - AssertionError: x\nERROR tests/attr/b.py\n")
+    assert failed == {"tests/attr/a.py::T::t", "tests/attr/b.py"}
