@@ -7,8 +7,8 @@ knows its example index, which selects that example's extra arguments and target
 
 A model may also return one value for the whole batch (a loss: a Python number, a
 0-d or one-element tensor) or an output whose first dimension is not the batch;
-:meth:`ForwardAdapter.batch_values` reads such outputs, which the perturbation
-methods evaluate one whole perturbed batch at a time. A model may return a
+the perturbation methods evaluate such models one whole perturbed batch at a time,
+and :meth:`ForwardAdapter.batch_target` reads their outputs. A model may return a
 ``torch.futures.Future``; only adapters made with ``futures=True`` (the
 ``attribute_future`` methods) accept it, and then return futures of the values.
 """
@@ -160,14 +160,9 @@ class ForwardAdapter:
         n_rows = inputs[0].shape[0]
         return self._then(self.call(inputs, examples), lambda out: self.target.values(self.check_rows(out, n_rows), examples))
 
-    def batch_values(self, inputs: tuple[Tensor, ...]):
-        """The explained values of a model whose output does not have one row per
-        example (evaluated on one whole batch): the output, at least 1-D, indexed by
-        the target when one index shared by all examples is given."""
-        return self._then(self.call(inputs, torch.arange(self.n)), self.batch_target)
-
     def batch_target(self, out: Tensor) -> Tensor:
-        """What :meth:`batch_values` explains of a whole-batch output ``out``."""
+        """What is explained of a whole-batch output ``out``: the output, at least 1-D,
+        indexed by the target when one index shared by all examples is given."""
         out = out.reshape(1) if out.dim() == 0 else out
         target = self.target
         if target.unset:

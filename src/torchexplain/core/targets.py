@@ -121,15 +121,6 @@ class Target:
         """No index, callable or prediction: the output itself is explained."""
         return self.fn is None and self.shared is None and self.table is None and not self.predicted
 
-    def repeated(self, k: int) -> "Target":
-        """This target for a batch whose every example is repeated ``k`` times
-        (example-major, as ``repeat_interleave``)."""
-        if self.table is None:
-            out = Target(None, self.n * k)
-            out.fn, out.shared, out.predicted = self.fn, self.shared, self.predicted
-            return out
-        return Target.rows(self.table.repeat_interleave(k, 0))
-
     def resolved(self, output: Tensor) -> "Target":
         """A ``"predicted"`` target turned into each example's arg-max index of
         ``output`` (one row per example), so that perturbed inputs keep explaining
