@@ -10,7 +10,7 @@ import torch  # noqa: E402
 
 import torchexplain  # noqa: E402
 from torchexplain import models  # noqa: E402
-from torchexplain.explanation import figure_png  # noqa: E402
+from torchexplain.viz import figure_png  # noqa: E402
 
 OUT = Path(__file__).resolve().parent.parent / "docs"
 

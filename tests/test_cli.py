@@ -1,11 +1,11 @@
-"""The real console script in a subprocess: the demo, explain, and every bad input."""
+"""The real console script in a subprocess: explain, evaluate, nbdt, and every bad
+input (the demo and its report: test_demo_report.py)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -27,41 +27,11 @@ def one_line_error(proc, code, pattern):
     assert pattern in lines[-1], lines[-1]
 
 
-class _Images(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.alts = []
-
-    def handle_starttag(self, tag, attrs):
-        if tag == "img":
-            self.alts.append(dict(attrs).get("alt"))
-
-
 @pytest.fixture(scope="module")
 def digit():
     from torchexplain import models
 
     return models.sample_images()[3]
-
-
-def test_demo_writes_a_report_with_every_method(tmp_path):
-    from torchexplain.methods import available
-
-    proc = run("demo", "--out", tmp_path / "demo")
-    assert proc.returncode == 0, proc.stderr
-    assert "report:" in proc.stdout and "digit_3" in proc.stdout
-    parser = _Images()
-    parser.feed((tmp_path / "demo" / "report.html").read_text())
-    assert parser.alts == ["inputs", *available()]
-    assert "http" not in (tmp_path / "demo" / "report.html").read_text().split("<body>")[1]
-    # the neural-backed decision tree of the digits: a line per digit, a linked page
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("digit_") and "// Decisions:" in line]
-    assert len(lines) == 10 and all(line.startswith(f"digit_{d}: Prediction: {d} //") for d, line in enumerate(lines))
-    assert 'href="nbdt.html"' in (tmp_path / "demo" / "report.html").read_text()
-    assert (tmp_path / "demo" / "nbdt.html").read_text().count("<svg") == 10
-    # a short evaluation of the methods, in the output and the report
-    assert "| integrated_gradients |" in proc.stdout and "deletion" in proc.stdout
-    assert "Which explanation to trust?" in (tmp_path / "demo" / "report.html").read_text()
 
 
 def test_explain_digits(tmp_path, digit):
@@ -73,6 +43,9 @@ def test_explain_digits(tmp_path, digit):
 
     rows = json.loads((tmp_path / "explanation.json").read_text())["rows"]
     assert rows[0]["prediction"] == "3"
+    page = (tmp_path / "report.html").read_text()
+    assert page.count('<th class="method"') == 2 and page.count("<tr data-row=") == 1
+    assert "digit_3.png" in page and "integrated_gradients" in page and "Do the attributions add up?" in page
 
 
 def test_explain_torchvision_state_dict(tmp_path, digit):
@@ -130,7 +103,9 @@ def test_nbdt_prints_the_seed_format_and_writes_the_tree(tmp_path, digit):
     assert len(lines) == 2
     assert lines[0].startswith("Prediction: 3 // Decisions: ") and lines[1].startswith("Prediction: 8 // Decisions: ")
     assert lines[0].endswith("3 (99.68%)")  # the leaf is the last decision
-    assert (tmp_path / "tree.html").read_text().count("<svg") == 2
+    page = (tmp_path / "tree.html").read_text()
+    assert page.count('class="tree-row"') == 2 and "default-src 'none'" in page
+    assert "<b>digit_3.png</b>: predicted <b>3</b>" in page
     hard = run("nbdt", digit, "--model", "digits", "--tree", tmp_path / "tree.json", "--hard")
     assert hard.returncode == 0 and hard.stdout.startswith("Prediction: 3 // Decisions: "), hard.stderr
     (tmp_path / "bad.json").write_text('{"name": "root", "children": [{"name": "0"}, {"name": "1"}]}')
@@ -146,7 +121,9 @@ def test_evaluate_ranks_methods(tmp_path, digit):
     assert proc.returncode == 0, proc.stderr
     table = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
     assert table[0].startswith("| method | seconds | deletion") and len(table) == 3
-    assert {"evaluation.md", "evaluation.csv", "evaluation.html"} <= {p.name for p in tmp_path.iterdir()}
+    assert {"evaluation.md", "evaluation.csv", "evaluation.html", "evaluation.json"} <= {p.name for p in tmp_path.iterdir()}
+    assert "± n/a" in (tmp_path / "evaluation.md").read_text()  # one image: no standard error
+    assert "Which explanation to trust?" in (tmp_path / "evaluation.html").read_text()
     rows = (tmp_path / "evaluation.csv").read_text().splitlines()
     assert rows[0].startswith("method,seconds,deletion,deletion_stderr,deletion_rank") and len(rows) == 3
     one_line_error(run("evaluate", digit, "--model", "digits", "--metrics", "accuracy", "--out", tmp_path / "x"), 2,

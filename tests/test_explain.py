@@ -1,11 +1,9 @@
-"""The one-call API: target parsing, method routing, Explanation files and HTML."""
+"""The one-call API: target parsing, method routing, and the Explanation as data
+(files bit-exact, completeness from the deltas, no matplotlib)."""
 
 from __future__ import annotations
 
-import base64
-import io
 import json
-from html.parser import HTMLParser
 
 import matplotlib
 
@@ -104,38 +102,143 @@ def test_every_registered_method_runs(net, x):
         assert float(a.abs().sum()) > 0, name
 
 
-class _Images(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.images = []
-
-    def handle_starttag(self, tag, attrs):
-        if tag == "img":
-            self.images.append(dict(attrs))
-
-
-def test_save_and_html(net, x, tmp_path):
-    result = torchexplain.explain(net, x, method=["ig", "guided_backprop"], class_names=NAMES)
-    result.save(tmp_path)
+def test_save_and_load_are_bit_exact(net, x, tmp_path):
+    result = torchexplain.explain(net, x, method=["ig", "guided_backprop", "gradient_shap"], class_names=NAMES)
+    paths = result.save(tmp_path)
+    assert {p.name for p in paths} >= {"explanation.json", "guided_backprop.npy"}
     meta = json.loads((tmp_path / "explanation.json").read_text())
-    assert meta["methods"] == ["integrated_gradients", "guided_backprop"]
+    assert meta["methods"] == ["integrated_gradients", "guided_backprop", "gradient_shap"]
     assert [r["prediction"] for r in meta["rows"]] == [NAMES[i] for i in net(x).argmax(1).tolist()]
-    np.testing.assert_allclose(np.load(tmp_path / "guided_backprop.npy"), result.attributions["guided_backprop"].numpy())
-    for name in ["inputs", "integrated_gradients", "guided_backprop", "all_methods"]:
-        assert Image.open(tmp_path / f"{name}.png").size[0] > 50
+    guided = result.attributions["guided_backprop"].numpy()
+    np.testing.assert_array_equal(np.load(tmp_path / "guided_backprop.npy"), guided)
     with pytest.raises(FileExistsError, match="explanation.json exists"):
         result.save(tmp_path)
-    parser = _Images()
-    parser.feed(result.to_html())
-    assert [img["alt"] for img in parser.images] == ["inputs", "integrated_gradients", "guided_backprop"]
-    for img in parser.images:
-        assert img["src"].startswith("data:image/png;base64,")
-        Image.open(io.BytesIO(base64.b64decode(img["src"].split(",", 1)[1]))).verify()
-    assert result._repr_html_().startswith("<!DOCTYPE html>")
+    back = torchexplain.Explanation.load(tmp_path)
+    _assert_same(back, result)
+    assert back.to_dict() == result.to_dict()
+    assert back.to_html() == result.to_html()  # the same data, the same page
 
 
-def test_plot_grid(net, x):
+def _assert_same(back, result):
+    for name in ("inputs", "example_index", "target", "outputs"):
+        a, b = getattr(back, name), getattr(result, name)
+        assert a.dtype == b.dtype and torch.equal(a, b), name
+    assert back.methods == result.methods and back.class_names == result.class_names
+    for m in result.methods:
+        assert back.attributions[m].dtype == result.attributions[m].dtype
+        assert torch.equal(back.attributions[m], result.attributions[m]), m
+    assert set(back.deltas) == set(result.deltas)
+    assert all(torch.equal(back.deltas[m], d) for m, d in result.deltas.items())
+    baselines = result.method_args["gradient_shap"]["baselines"]
+    assert torch.equal(back.method_args["gradient_shap"]["baselines"], baselines)
+    assert back.method_args["gradient_shap"]["n_samples"] == result.method_args["gradient_shap"]["n_samples"]
+    assert back.timings == result.timings
+
+
+def test_save_without_safetensors_uses_torch_save(net, x, tmp_path, monkeypatch):
+    import sys
+
+    result = torchexplain.explain(net, x, method=["ig", "guided_backprop", "gradient_shap"])
+    result.attributions["guided_backprop"] = result.attributions["guided_backprop"].to(torch.bfloat16)
+    monkeypatch.setitem(sys.modules, "safetensors", None)  # import safetensors -> ImportError
+    monkeypatch.setitem(sys.modules, "safetensors.torch", None)
+    result.save(tmp_path)
+    assert (tmp_path / "tensors.pt").exists() and not (tmp_path / "tensors.safetensors").exists()
+    assert json.loads((tmp_path / "explanation.json").read_text())["tensors"] == "tensors.pt"
+    _assert_same(torchexplain.Explanation.load(tmp_path), result)
+    assert np.load(tmp_path / "guided_backprop.npy").dtype == np.float32  # NumPy has no bfloat16
+
+
+def test_load_refuses_what_is_not_an_explanation(tmp_path):
+    with pytest.raises(ValueError, match="holds no saved explanation"):
+        torchexplain.Explanation.load(tmp_path)
+
+
+def test_explanation_and_report_import_no_matplotlib(tmp_path):
+    import subprocess
+    import sys
+
+    code = f"""
+import sys, torch
+import torchexplain
+from torchexplain import Explanation, report
+e = Explanation(torch.rand(2, 1, 4, 4), torch.arange(2), torch.tensor([0, 1]), torch.randn(2, 3))
+e.add("saliency", torch.rand(2, 1, 4, 4), None, 0.1, {{}})
+e.save({str(tmp_path)!r}); back = Explanation.load({str(tmp_path)!r}); back.to_dict()
+html = back.to_html()
+assert "<table" in html
+print(sorted(m for m in sys.modules if m.split(".")[0] == "matplotlib"))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_completeness_recovers_the_output_gap(net, x):
+    """``sum(attributions) - delta`` is F(x) - F(baseline) (F(x) for LRP, whose delta is
+    F(x) - sum), checked against the model's own outputs."""
+    result = torchexplain.explain(net, x, method=["ig", "deeplift_shap", "lrp"], target=2)
+    with torch.no_grad():
+        fx, f0 = net(x)[:, 2].double(), net(torch.zeros_like(x))[:, 2].double()
+        fmean = net(x.mean(0, keepdim=True))[0, 2].double()
+    torch.testing.assert_close(result.completeness("integrated_gradients")["gap"], fx - f0, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(result.completeness("deeplift_shap")["gap"], fx - (f0 + fmean) / 2, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(result.completeness("lrp")["gap"], fx, rtol=1e-4, atol=1e-5)
+    shap = torchexplain.explain(net, x, method="gradient_shap", target=2, baselines=torch.zeros(2, 3, 8, 8))
+    parts = shap.completeness("gradient_shap")  # 20 draws per row, all from the zero baseline
+    torch.testing.assert_close(parts["gap"], fx - f0, rtol=1e-4, atol=1e-5)
+    assert shap.deltas["gradient_shap"].numel() == 3 * 20
+    ig = result.completeness("integrated_gradients")
+    expected = float(ig["delta"].abs().mean() / (fx - f0).abs().mean())
+    assert result.relative_delta("integrated_gradients") == pytest.approx(expected, rel=1e-4)
+    assert result.completeness("saliency") is None and result.relative_delta("saliency") is None
+
+
+def test_relative_delta_by_hand():
+    e = torchexplain.Explanation(torch.zeros(2, 3), torch.arange(2), torch.tensor([0, 0]), torch.zeros(2, 2))
+    e.add("integrated_gradients", torch.tensor([[1.0, 1.0, 1.0], [0.0, -1.0, 0.0]]), torch.tensor([1.0, 0.5]), 0.0, {})
+    parts = e.completeness("integrated_gradients")  # gaps: 3 - 1 = 2 and -1 - 0.5 = -1.5
+    assert parts["gap"].tolist() == [2.0, -1.5] and parts["relative"].tolist() == [0.5, 0.5 / 1.5]
+    assert e.relative_delta("integrated_gradients") == pytest.approx(0.75 / 1.75)
+    e.add("lrp", torch.tensor([[1.0, 1.0, 1.0], [0.0, -1.0, 0.0]]), torch.tensor([1.0, 0.5]), 0.0, {})
+    assert e.completeness("lrp")["gap"].tolist() == [4.0, -0.5]  # F(x) = sum + delta
+    e.add("odd", torch.zeros(2, 3), torch.zeros(3), 0.0, {})
+    assert e.completeness("odd") is None  # 3 deltas for 2 rows: no per-row reading
+
+
+def test_plot_grid_and_figures(net, x, tmp_path):
     result = torchexplain.explain(net, x, method=["saliency", "deconvolution"])
     fig = result.plot()
     assert len(fig.axes) == 3 * 3
     assert fig.axes[1].get_title() == "saliency"
+    from torchexplain.viz import save_figures
+
+    paths = save_figures(result, tmp_path)
+    assert [p.name for p in paths] == ["inputs.png", "saliency.png", "deconvolution.png", "all_methods.png"]
+    for p in paths:
+        assert Image.open(p).size[0] > 50
+    with pytest.raises(FileExistsError, match="inputs.png exists"):
+        save_figures(result, tmp_path)
+
+
+def test_to_html_is_the_report(net, x):
+    result = torchexplain.explain(net, x, method=["ig", "guided_backprop"], class_names=NAMES)
+    page = result.to_html("mine")
+    assert page.startswith("<!DOCTYPE html>") and "<title>mine</title>" in page
+    assert page.count('<th class="method"') == 2 and page.count('<tr data-row=') == 3
+    frame = result._repr_html_()  # in a notebook: the page in a frame, its styles kept inside
+    assert frame.startswith('<iframe srcdoc="&lt;!DOCTYPE html&gt;') and "<style>" not in frame
+
+
+@pytest.mark.gpu
+def test_a_cuda_explanation_saves_loads_and_renders(net, x, tmp_path):
+    import copy
+
+    model = copy.deepcopy(net).cuda()
+    result = torchexplain.explain(model, x.cuda(), method=["ig", "gradient_shap"])
+    result.save(tmp_path)
+    back = torchexplain.Explanation.load(tmp_path, device="cuda")
+    assert back.attributions["integrated_gradients"].device.type == "cuda"
+    assert torch.equal(back.attributions["gradient_shap"], result.attributions["gradient_shap"])
+    assert result.relative_delta("integrated_gradients") < 0.05
+    assert result.to_html().count('<th class="method"') == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -231,10 +232,67 @@ def test_rendering(tree_model, tmp_path):
     decisions = SoftNBDT(model, h).forward_with_decisions(x[:1])[1][0]
     page = h.to_html(tmp_path / "tree.html", decisions)
     assert (tmp_path / "tree.html").read_text() == page
-    assert "<svg" in page and "<script" not in page and "http://" not in page.replace("http://www.w3.org/2000/svg", "")
-    assert page.count('stroke="#d62728"') == len(decisions) - 1  # one highlighted edge per decision (not the root)
+    assert "http:" not in page and "https:" not in page and "default-src 'none'" in page  # no network
+    # the path open (root and every decision), each sibling along it collapsed, nothing else drawn
+    path = [d["node"] for d in decisions]
+    assert page.count('class="nbdt-node nbdt-path') == len(decisions)
+    siblings = [c for p in path if not h.is_leaf(p) for c in h.children[p] if c not in path]
+    view = page.split('<script type="application/json"')[0]
+    shown = [int(n) for n in re.findall(r'data-node="(\d+)"', view)]
+    assert sorted(shown) == sorted(path + siblings)
+    assert view.count('aria-expanded="false"') == sum(not h.is_leaf(c) for c in siblings)
+    for d in decisions[1:]:
+        assert f"{100 * d['prob']:.1f}%" in page
+    data = json.loads(re.search(r'<script type="application/json" id="[^"]+">(.*?)</script>', page).group(1))
+    assert data["names"] == h.names and data["children"] == h.children
+    assert data["classes"] == [len(h.leaves(n)) for n in range(h.n_nodes)]
     text = h.to_text(decisions)
     assert text.count("*") == len(decisions) - 1 and text.splitlines()[0] == h.names[h.root]
+
+
+def test_a_thousand_class_tree_shows_its_path_and_siblings_only():
+    def balanced(lo, hi):
+        if hi - lo == 1:
+            return {"name": f"c{lo}"}
+        mid = (lo + hi) // 2
+        return {"name": f"n{lo}-{hi}", "children": [balanced(lo, mid), balanced(mid, hi)]}
+
+    names = [f"c{i}" for i in range(1000)]
+    h = Hierarchy.from_json(balanced(0, 1000), class_names=names)
+    torch.manual_seed(0)
+    model = nn.Linear(8, 1000)
+    with torch.no_grad():
+        decisions = SoftNBDT(model, h).forward_with_decisions(torch.randn(1, 8))[1][0]
+    from torchexplain.nbdt.render import tree_view
+
+    view = tree_view(h, decisions, "t")
+    depth = len(decisions) - 1
+    assert view.count("<li") == 1 + 2 * depth  # the root, each decision and its one sibling
+    assert len(view) < 400 * (1 + 2 * depth)
+
+
+def test_tree_decisions_round_trip_through_json(tree_model):
+    from torchexplain.nbdt import TreeDecisions
+    from torchexplain.report import tree_page
+
+    model, h, x = tree_model
+    with torch.no_grad():
+        _, decisions = SoftNBDT(model, h).forward_with_decisions(x[:2])
+    tree = TreeDecisions(h, [("a", decisions[0]), ("b", decisions[1])])
+    back = TreeDecisions.from_dict(json.loads(tree.to_json()))
+    assert (back.hierarchy.children, back.hierarchy.names, back.hierarchy.classes) == (h.children, h.names, h.classes)
+    assert back.rows == tree.rows and back.prediction(1) == tree.prediction(1)
+    assert tree.prediction(0) == h.class_names[int(SoftNBDT(model, h)(x[:1]).argmax())]
+    page = tree_page(back).html()
+    assert page.count('class="tree-row"') == 2 and 'open><summary><b>a</b>' in page
+
+
+def test_default_names_are_sorted_and_hide_more_than_one_label():
+    from torchexplain.nbdt import default_namer
+
+    assert default_namer(["4", "7", "5", "9"]) == "{4, 5, 7, 9}"  # no "+1 more": the name it would hide
+    assert default_namer(["10", "2", "1", "33", "4"]) == "{1, 2, 4, +2 more}"  # numbers in natural order
+    assert default_namer(["owl", "cat"]) == "{cat, owl}"
 
 
 # --------------------------------------------------------------------------- the digits model

@@ -19,26 +19,18 @@ import torch
 from torch import nn
 
 from .core.hooks import model_guard, module_hooks
+from .core.hooks.layers import layer_name, resolve_layer
 
 __all__ = ["filters", "feature_maps"]
 
 
 def _resolve(model, layer) -> tuple[nn.Module, str]:
-    """The submodule ``layer`` of ``model`` and its dotted name."""
+    """The submodule ``layer`` of ``model`` (:func:`~torchexplain.core.hooks.layers.resolve_layer`)
+    and its dotted name."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-    if isinstance(layer, str):
-        try:
-            return model.get_submodule(layer), layer
-        except AttributeError:
-            names = [n for n, _ in model.named_modules() if n][:8]
-            raise ValueError(f"layer: {layer!r} is not a submodule of the model (names look like {names})") from None
-    if isinstance(layer, nn.Module):
-        for name, module in model.named_modules():
-            if module is layer:
-                return module, name or type(model).__name__
-        raise ValueError(f"layer: the given {type(layer).__name__} is not a submodule of the model")
-    raise TypeError(f"layer: expected a submodule or its dotted name, got {type(layer).__name__}")
+    module = resolve_layer(model, layer)
+    return module, layer if isinstance(layer, str) else layer_name(model, module)
 
 
 def _check_count(name: str, value) -> None:

@@ -1,131 +1,79 @@
-"""The method registry behind :func:`torchexplain.explain`: names, aliases and the
-defaults a one-call user gets (baselines, noise levels)."""
+"""The methods :func:`torchexplain.explain` knows, by name: each is registered by a
+``@register(...)`` decorator on its class (:mod:`torchexplain.core.registry`), with
+its aliases and the defaults a one-call user gets (baselines, noise levels, grids).
+Importing this module imports the method families, so the table is complete.
+
+:func:`run_methods` runs named methods on a classifier's batch for its target
+classes; :func:`torchexplain.explain` and :func:`torchexplain.evaluate` both stand on it.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable
+from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from torch import Tensor
 
-from . import attr, cam
+from . import attr, cam  # noqa: F401  (their classes register themselves)
+from .core.hooks import model_guard
+from .core.registry import (
+    METHODS,
+    Attributed,
+    MethodCall,
+    MethodSpec,
+    accepted,
+    add,
+    available,
+    method_calls,
+    register,
+    resolve,
+)
+from .core.targets import class_targets
+
+__all__ = [
+    "METHODS", "Attributed", "MethodCall", "MethodRun", "MethodSpec", "accepted", "add", "available", "method_calls",
+    "register", "resolve", "run_methods",
+]  # fmt: skip
 
 
-def _zero_and_mean_baselines(x: Tensor) -> Tensor:
-    """A small baseline distribution: the black image and the batch's mean image."""
-    return torch.cat([torch.zeros_like(x[:1]), x.mean(0, keepdim=True)])
+@dataclass
+class MethodRun:
+    """Named methods run on a batch: the explained rows (one per example and target
+    class), which example each row is, its target class, the model's outputs on the
+    batch, and per method (canonical name) what its call gave."""
+
+    inputs: Tensor
+    example_index: Tensor
+    target: Tensor
+    outputs: Tensor
+    results: dict[str, Attributed]
 
 
-def _cells(x: Tensor, per_side: int) -> int:
-    return max(1, -(-min(x.shape[-2:]) // per_side))
+def run_methods(model, inputs: Tensor, method: str | Sequence[str], target="top1", method_kwargs: dict | None = None,
+                *, class_names=None, show_progress: bool = False) -> MethodRun:
+    """Run the named method(s) on ``inputs`` for ``target`` (as :func:`explain` takes
+    them), each with its defaults and the entries of ``method_kwargs`` it accepts; an
+    entry that no chosen method takes is a TypeError naming it."""
+    if not isinstance(inputs, Tensor) or inputs.dim() < 2:
+        raise ValueError("inputs must be a batched tensor (N, ...); add a batch dimension with x.unsqueeze(0)")
+    names = [method] if isinstance(method, str) else list(method)
+    if not names:
+        raise ValueError("method must name at least one method")
+    specs = [resolve(name) for name in names]
+    with model_guard(model), torch.no_grad():
+        outputs = model(inputs)
+    if not isinstance(outputs, Tensor) or outputs.dim() != 2:
+        raise ValueError("explain() needs a classifier returning (N, classes) scores; use torchexplain.attr for other models")
+    examples, classes = class_targets(target, outputs, class_names)
+    rows = inputs[examples.to(inputs.device)]
+    calls = method_calls(specs, model, method_kwargs or {})
+    steps = calls
+    if show_progress:
+        from tqdm.auto import tqdm
 
-
-def _grid_mask(per_side: int) -> Callable[[Tensor], dict]:
-    """Image inputs get a grid of about ``per_side`` x ``per_side`` feature cells;
-    other inputs keep one feature per value."""
-
-    def defaults(x: Tensor) -> dict:
-        if x.dim() != 4:
-            return {}
-        from .masks import grid
-
-        return {"feature_mask": grid(x, _cells(x, per_side))}
-
-    return defaults
-
-
-def _occlusion_window(x: Tensor) -> dict:
-    """A window of about an eighth of the image side, sliding by half a window."""
-    if x.dim() != 4:
-        return {"sliding_window_shapes": (1,) * (x.dim() - 1)}
-    side = _cells(x, 8)
-    step = max(1, side // 2)
-    return {"sliding_window_shapes": (x.shape[1], side, side), "strides": (x.shape[1], step, step)}
-
-
-def _noise_level(x: Tensor) -> float:
-    """SmoothGrad's suggestion: noise of about 15% of the input's range."""
-    return float(0.15 * (x.max() - x.min()).clamp_min(1e-12))
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    """How :func:`explain` builds and calls one method."""
-
-    name: str
-    build: Callable  # model -> attribution object
-    defaults: Callable[[Tensor], dict] = lambda x: {}  # noqa: E731  inputs -> attribute() kwargs
-    aliases: tuple[str, ...] = ()
-    delta: bool = False  # returns a convergence delta
-    description: str = ""
-    extra: dict = field(default_factory=dict)
-
-
-METHODS: dict[str, MethodSpec] = {}
-
-
-def register(spec: MethodSpec) -> MethodSpec:
-    """Add a method (later families register theirs the same way)."""
-    for key in (spec.name, *spec.aliases):
-        METHODS[key] = spec
-    return spec
-
-
-for _spec in (
-    MethodSpec("saliency", attr.Saliency, aliases=("gradient", "vanilla_gradient"), description="|gradient|"),
-    MethodSpec("input_x_gradient", attr.InputXGradient, aliases=("ixg", "gradient_x_input"), description="input x gradient"),
-    MethodSpec("integrated_gradients", attr.IntegratedGradients, aliases=("ig",), delta=True,
-               description="integrated gradients from a zero baseline"),
-    MethodSpec("gradient_shap", attr.GradientShap, aliases=("gradshap", "expected_gradients"), delta=True,
-               defaults=lambda x: {"baselines": _zero_and_mean_baselines(x), "n_samples": 20},
-               description="GradientSHAP over a zero and a mean-image baseline"),
-    MethodSpec("smoothgrad", lambda m: attr.NoiseTunnel(attr.Saliency(m)), aliases=("smooth_grad", "noise_tunnel"),
-               defaults=lambda x: {"nt_type": "smoothgrad", "nt_samples": 16, "stdevs": _noise_level(x)},
-               description="SmoothGrad: saliency averaged over noisy copies"),
-    MethodSpec("guided_backprop", attr.GuidedBackprop, aliases=("guided", "gbp"), description="guided backpropagation"),
-    MethodSpec("deconvolution", attr.Deconvolution, aliases=("deconv",), description="deconvolution"),
-    MethodSpec("deeplift", attr.DeepLift, aliases=("deep_lift",), delta=True, description="DeepLIFT (rescale)"),
-    MethodSpec("deeplift_shap", attr.DeepLiftShap, aliases=("deepliftshap", "deep_shap"), delta=True,
-               defaults=lambda x: {"baselines": _zero_and_mean_baselines(x)},
-               description="DeepLIFT averaged over a zero and a mean-image baseline"),
-    MethodSpec("lrp", attr.LRP, aliases=("layerwise_relevance",), delta=True, description="LRP, epsilon rule"),
-    MethodSpec("occlusion", attr.Occlusion, defaults=_occlusion_window,
-               description="occlusion by a sliding zero window"),
-    MethodSpec("feature_ablation", attr.FeatureAblation, aliases=("ablation",), defaults=_grid_mask(8),
-               description="zeroing each cell of an 8x8 grid"),
-    MethodSpec("feature_permutation", attr.FeaturePermutation, aliases=("permutation",), defaults=_grid_mask(8),
-               description="permuting each grid cell across the batch (needs 2+ inputs)"),
-    MethodSpec("shapley_value_sampling", attr.ShapleyValueSampling, aliases=("shapley_sampling", "svs"),
-               defaults=lambda x: {**_grid_mask(8)(x), "n_samples": 4, "seed": 0},
-               description="Shapley values of 8x8 grid cells from 4 sampled orders"),
-    MethodSpec("shapley_values", attr.ShapleyValues, aliases=("shapley",), defaults=_grid_mask(3),
-               description="exact Shapley values of 3x3 grid cells"),
-    MethodSpec("kernel_shap", attr.KernelShap, aliases=("kernelshap",),
-               defaults=lambda x: {**_grid_mask(8)(x), "n_samples": 200, "seed": 0},
-               description="KernelSHAP over 8x8 grid cells, 200 samples"),
-    MethodSpec("lime", attr.Lime, defaults=lambda x: {**_grid_mask(8)(x), "n_samples": 200, "seed": 0},
-               description="LIME over 8x8 grid cells, 200 samples"),
-    MethodSpec("rise", attr.RISE, defaults=lambda x: {"n_masks": 500, "seed": 0},
-               description="RISE, 500 random masks"),
-    MethodSpec("grad_cam", lambda m: cam.GradCAM(m), aliases=("gradcam",),
-               description="Grad-CAM at the last convolutional block (located automatically), upsampled"),
-    MethodSpec("grad_cam_plus_plus", lambda m: cam.GradCAMPlusPlus(m), aliases=("gradcam++", "gradcampp"),
-               description="Grad-CAM++ at the last convolutional block, upsampled"),
-):
-    register(_spec)
-
-
-def resolve(name: str) -> MethodSpec:
-    """The spec for a method name or alias (case and dashes ignored)."""
-    if not isinstance(name, str):
-        raise TypeError(f"method must be a name or a list of names; got {type(name).__name__}")
-    key = name.strip().lower().replace("-", "_").replace(" ", "_")
-    if key not in METHODS:
-        raise ValueError(f"unknown method {name!r}; known methods: {', '.join(available())}")
-    return METHODS[key]
-
-
-def available() -> list[str]:
-    """Canonical method names, in registry order."""
-    return list(dict.fromkeys(spec.name for spec in METHODS.values()))
+        steps = tqdm(calls, desc="explaining", unit="method", leave=False)
+    results = {}
+    for call in steps:
+        results[call.spec.name] = call(rows, classes.to(rows.device), delta=True)
+    return MethodRun(rows, examples, classes, outputs.detach(), results)

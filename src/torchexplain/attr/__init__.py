@@ -23,24 +23,9 @@ from .layer_perturbation import LayerFeatureAblation, LayerFeaturePermutation
 from .lime import KernelShap, Lime, get_exp_kernel_similarity_function
 from .layer_deeplift import LayerDeepLiftShap
 from .layer_lrp import LayerLRP
-from .lrp import (
-    LRP,
-    Alpha1_Beta0_Rule,
-    AlphaBeta,
-    Composite,
-    Epsilon,
-    EpsilonAlpha2Beta1,
-    EpsilonGammaBox,
-    EpsilonPlus,
-    EpsilonRule,
-    Gamma,
-    GammaRule,
-    Identity,
-    IdentityRule,
-    PropagationRule,
-    ZBox,
-    ZPlus,
-)
+from .lrp import LRP
+from .lrp_rules import *  # noqa: F403  (the LRP rules and composites, named once: lrp_rules.__all__)
+from . import lrp_rules as _lrp_rules
 from .neuron import (
     NeuronAttribution,
     NeuronConductance,
@@ -133,21 +118,7 @@ __all__ = [
     "LRP",
     "LayerLRP",
     "LayerDeepLiftShap",
-    "Alpha1_Beta0_Rule",
-    "PropagationRule",
-    "AlphaBeta",
-    "Composite",
-    "Epsilon",
-    "EpsilonAlpha2Beta1",
-    "EpsilonGammaBox",
-    "EpsilonPlus",
-    "EpsilonRule",
-    "Gamma",
-    "GammaRule",
-    "Identity",
-    "IdentityRule",
-    "ZBox",
-    "ZPlus",
+    *_lrp_rules.__all__,
     "Attribution",
     "Deconvolution",
     "DeepLift",

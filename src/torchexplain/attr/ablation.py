@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from ..core.inputs import format_baselines, format_output
+from ..core.registry import grid_mask, register
 from .blocks import Blocks, PerturbationAttribution, example_rows, then
 from .feature_mask import FeatureMask
 from .seeding import make_generator
@@ -38,6 +39,8 @@ def _drops(blocks: Blocks) -> Tensor:
     return (v[0:1] - v[1:]).t()
 
 
+@register("feature_ablation", aliases=("ablation",), order=120, defaults=grid_mask(8),
+          description="zeroing each cell of an 8x8 grid")
 class FeatureAblation(PerturbationAttribution):
     """Replace each feature (a group of input scalars sharing a ``feature_mask`` id;
     every scalar by default) with its baseline; its attribution is the drop in the
@@ -103,6 +106,8 @@ class FeatureAblation(PerturbationAttribution):
         return then(self._blocks(adapter, fm, inputs, n_blocks, build, perturbations_per_eval, show_progress), finish)
 
 
+@register("feature_permutation", aliases=("permutation",), order=130, defaults=grid_mask(8),
+          description="permuting each grid cell across the batch (needs 2+ inputs)")
 class FeaturePermutation(FeatureAblation):
     """Permutation feature importance: each feature is shuffled across the batch (every
     example takes the feature's values from another example, the same permutation for

@@ -11,21 +11,10 @@ from torch import Tensor
 
 from ..core.batching import check_chunk_size
 from ..core.forward import ForwardAdapter
-from ..core.gradients import forward_scalars, input_gradients
+from ..core.gradients import input_gradients, output_gap
 from ..core.hooks import model_guard
 from ..core.inputs import as_tuple, format_baselines, validate_inputs
-
-
-def per_row(values: Tensor, rows: Tensor, like: Tensor) -> Tensor:
-    """``values[rows]`` shaped to broadcast over rows of ``like``, in its dtype and device."""
-    return values[rows].to(device=like.device, dtype=like.dtype).view((-1,) + (1,) * (like.dim() - 1))
-
-
-def take(t: Tensor, index: Tensor) -> Tensor:
-    """Rows ``index`` of ``t``; ``t`` itself when ``index`` is all rows in order."""
-    if index.numel() == t.shape[0] and (t.shape[0] == 0 or (int(index[0]) == 0 and bool((index.diff() == 1).all()))):
-        return t
-    return t.index_select(0, index.to(t.device))
+from ..core.inputs import per_row as per_row, take as take  # re-exported: the methods import them from here
 
 
 def example_major_rows(n: int, n_samples: int) -> tuple[Tensor, Tensor]:
@@ -57,6 +46,18 @@ class RowTotals:
         """Per-row totals reordered from sample-major (row = s*n + i) to example-major
         (i*n_samples + s), Captum's order for expanded deltas."""
         return self.rows.view(n_samples, n).t().reshape(-1)
+
+    def expanded_delta(self, adapter: ForwardAdapter, n_samples: int, starts, ends) -> Tensor:
+        """Captum's convergence delta of expanded rows (GradientShap's samples,
+        DeepLiftShap's baseline rows), one per (example, sample) in example-major
+        order: ``row total - (F(end) - F(start))``. ``starts(rows, examples)`` and
+        ``ends(rows, examples)`` give the points of rows numbered sample-major
+        (``r = s * n + i``)."""
+        n = adapter.n
+        examples, samples = example_major_rows(n, n_samples)
+        rows = samples * n + examples
+        gap = output_gap(adapter, starts(rows, examples), ends(rows, examples), examples)
+        return self.example_major(n, n_samples) - gap
 
 
 class Attribution:
@@ -106,11 +107,7 @@ class Attribution:
     def _chunk(value, name: str = "internal_batch_size"):
         return check_chunk_size(value, name)
 
-    @staticmethod
-    def _gap(adapter: ForwardAdapter, starts, ends, examples: Tensor | None = None) -> Tensor:
-        """F(end) - F(start) per row; rows are examples unless ``examples`` says otherwise."""
-        f_end = forward_scalars(adapter, ends, examples)
-        return f_end - forward_scalars(adapter, tuple(s.expand_as(e) for s, e in zip(starts, ends)), examples)
+    _gap = staticmethod(output_gap)
 
     def _delta(self, adapter: ForwardAdapter, attributions, starts, ends) -> Tensor:
         """Convergence delta: sum(attributions) - (F(end) - F(start)), per example."""

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from ..core.batching import evaluate_rows
 from ..core.forward import select_output
-from ..core.inputs import format_baselines, format_output
+from ..core.inputs import format_baselines, format_forward_kwargs, format_output
 from .base import Attribution
 from .feature_mask import FeatureMask, format_feature_mask
 
@@ -51,13 +51,13 @@ def _parts(batch) -> tuple:
 class _Plan:
     """The validated arguments of one ``attribute`` call."""
 
-    def __init__(self, forward, selector, roles, baselines, fm: FeatureMask, reduce, to_metric):
-        self.forward, self.selector, self.roles = forward, selector, roles
+    def __init__(self, forward, selector, roles, baselines, fm: FeatureMask, reduce, to_metric, kwargs=None):
+        self.forward, self.selector, self.roles, self.kwargs = forward, selector, roles, kwargs or {}
         self.baselines, self.fm, self.reduce, self.to_metric = baselines, fm, reduce, to_metric
         self.batched = True  # whether perturbed copies of a batch may share one forward
 
     def call(self, inputs: tuple):
-        out = self.forward(*inputs)
+        out = self.forward(*inputs, **self.kwargs)
         return out if self.selector is None else select_output(out, self.selector)
 
     def metric(self, accum) -> Tensor:
@@ -97,6 +97,7 @@ class DataLoaderAttribution(Attribution):
         perturbations_per_pass: int = 1,
         show_progress: bool = False,
         return_input_shape: bool = True,
+        forward_kwargs=None,
     ):
         """Attributions of the metric: per attributed input (role ``need_attr``), a
         tensor ``(n_outputs, *input.shape[1:])`` (a tuple when the loader yields
@@ -117,6 +118,9 @@ class DataLoaderAttribution(Attribution):
                 the first batch; ``inputs`` are the batch's elements, perturbed).
             to_metric: ``to_metric(accum) -> Tensor``.
             perturbations_per_pass: features perturbed in each pass over the data.
+            forward_kwargs (beyond Captum): keyword arguments passed unchanged to every
+                forward call (values that differ by example belong in the batches,
+                with the role ``need_forward``).
         """
         if isinstance(perturbations_per_pass, bool) or not isinstance(perturbations_per_pass, numbers.Integral) \
                 or perturbations_per_pass < 1:
@@ -131,7 +135,8 @@ class DataLoaderAttribution(Attribution):
         format_baselines(baselines, attr_inputs, promote=True)  # validate forms once
         fm = format_feature_mask(feature_mask, attr_inputs)
         reduce = _concat_tensors if reduce is None else reduce
-        plan = _Plan(self.forward_func, self.output_selector, roles, baselines, fm, reduce, to_metric)
+        plan = _Plan(self.forward_func, self.output_selector, roles, baselines, fm, reduce, to_metric,
+                     format_forward_kwargs(forward_kwargs))
         with self._guard(), torch.no_grad():
             drops = self._drops(dataloader, plan, int(perturbations_per_pass), show_progress)
         if not return_input_shape:

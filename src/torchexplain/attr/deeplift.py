@@ -17,7 +17,8 @@ from ..core.gradients import row_gradients
 from ..core.hooks import FunctionRules
 from ..core.inputs import format_baseline_distribution, format_baselines, format_output
 from ..core.rules import Rescale
-from .base import BaselineAttribution, RowTotals, example_major_rows, take
+from ..core.registry import register, zero_and_mean_baselines
+from .base import BaselineAttribution, RowTotals, take
 
 
 def paired_score(adapter, references):
@@ -33,6 +34,20 @@ def paired_score(adapter, references):
     return score
 
 
+def pair_points(inputs, baselines, n: int):
+    """``(starts, ends)`` of the rows ``r = j * n + i`` that pair example ``i`` with
+    baseline row ``j`` (DeepLiftShap's rows), as
+    :meth:`~torchexplain.attr.base.RowTotals.expanded_delta` takes them."""
+
+    def starts(rows, examples):
+        return [take(b, rows // n) for b in baselines]
+
+    def ends(rows, examples):
+        return [take(x, examples) for x in inputs]
+
+    return starts, ends
+
+
 def multiplier_attributions(multipliers, xs, refs, custom=None, multiply: bool = True):
     """DeepLIFT attributions from multipliers: ``custom(multipliers, xs, refs)`` when
     given, else ``multipliers * (xs - refs)`` (the multipliers alone when not
@@ -45,6 +60,7 @@ def multiplier_attributions(multipliers, xs, refs, custom=None, multiply: bool =
     return list(multipliers)
 
 
+@register("deeplift", aliases=("deep_lift",), delta=True, order=80, description="DeepLIFT (rescale)")
 class DeepLift(BaselineAttribution):
     """DeepLIFT, rescale rule. ``custom_attribution_func(multipliers, inputs,
     baselines)`` may replace ``multipliers * (inputs - baselines)``."""
@@ -101,6 +117,9 @@ class DeepLift(BaselineAttribution):
         return totals
 
 
+@register("deeplift_shap", aliases=("deepliftshap", "deep_shap"), delta=True, order=90,
+          defaults=lambda x: {"baselines": zero_and_mean_baselines(x)},
+          description="DeepLIFT averaged over a zero and a mean-image baseline")
 class DeepLiftShap(DeepLift):
     """DeepLIFT against each row of a baseline distribution, averaged: an
     approximation of SHAP values (Lundberg & Lee 2017). With
@@ -129,10 +148,6 @@ class DeepLiftShap(DeepLift):
             attributions = [s / n_refs for s in totals.sums]
             delta = None
             if return_convergence_delta:
-                examples, refs = example_major_rows(n, n_refs)
-                gap = self._gap(
-                    adapter, [take(b, refs) for b in baselines], [take(x, examples) for x in inputs], examples
-                )
-                delta = totals.example_major(n, n_refs) - gap
+                delta = totals.expanded_delta(adapter, n_refs, *pair_points(inputs, baselines, n))
         result = format_output(is_tuple, attributions)
         return (result, delta) if return_convergence_delta else result

@@ -7,6 +7,7 @@ import torch
 from ..core.gradients import row_gradients
 from ..core.hooks import FunctionRules
 from ..core.inputs import format_output
+from ..core.registry import register
 from ..core.rules import DeconvReLU, GuidedReLU
 from .base import GradientAttribution, take
 
@@ -40,6 +41,7 @@ class _OnePass(GradientAttribution):
         return format_output(is_tuple, [combine(x, g) for x, g in zip(inputs, grads)])
 
 
+@register("saliency", aliases=("gradient", "vanilla_gradient"), order=10, description="|gradient|")
 class Saliency(_OnePass):
     """Gradient of the target with respect to the inputs (Simonyan et al. 2013);
     its absolute value when ``abs=True`` (Captum's default)."""
@@ -49,6 +51,7 @@ class Saliency(_OnePass):
         return self._attribute(inputs, target, additional_forward_args, forward_kwargs, combine)
 
 
+@register("input_x_gradient", aliases=("ixg", "gradient_x_input"), order=20, description="input x gradient")
 class InputXGradient(_OnePass):
     """Input times the gradient of the target with respect to it."""
 
@@ -65,6 +68,7 @@ class _RuleOnePass(_OnePass):
         super().__init__(model, output_selector)
 
 
+@register("guided_backprop", aliases=("guided", "gbp"), order=60, description="guided backpropagation")
 class GuidedBackprop(_RuleOnePass):
     """Guided backpropagation (Springenberg et al. 2015): only positive gradients pass
     back through ReLUs, and only where the ReLU was active. Applies to every ReLU the
@@ -73,6 +77,7 @@ class GuidedBackprop(_RuleOnePass):
     rule = GuidedReLU()
 
 
+@register("deconvolution", aliases=("deconv",), order=70, description="deconvolution")
 class Deconvolution(_RuleOnePass):
     """Deconvolution (Zeiler & Fergus 2014): ReLUs pass back positive gradients,
     whatever their input."""

@@ -8,10 +8,13 @@ import torch
 
 from ..core.gradients import row_gradients
 from ..core.inputs import format_baselines, format_output
+from ..core.registry import register
 from .approximation import path_tables
 from .base import BaselineAttribution, per_row, row_sums, take
 
 
+@register("integrated_gradients", aliases=("ig",), delta=True, order=30,
+          description="integrated gradients from a zero baseline")
 class IntegratedGradients(BaselineAttribution):
     """Integrated Gradients: ``(x - x0) * integral of dF/dx along x0 -> x``.
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..core.forward import ForwardAdapter
-from ..core.gradients import row_gradients
+from ..core.gradients import layer_gradients
 from ..core.hooks.layers import LayerTap, layer_name, recording_all, resolve_layer
 from ..core.inputs import format_output
 from .base import Attribution
@@ -101,47 +101,10 @@ class LayerAttribution(Attribution):
         """The (single) layer's values for rows ``inputs``; see :meth:`_all_layer_values`."""
         return self._all_layer_values(adapter, inputs, examples, to_input)[0]
 
-    def _layer_gradients(
-        self,
-        adapter: ForwardAdapter,
-        n_rows: int,
-        build: Callable,
-        consume: Callable,
-        *,
-        to_input: bool = False,
-        chunk="auto",
-        replace: Callable | None = None,
-        context: Callable | None = None,
-        score: Callable | None = None,
-        grad_kwargs: dict | None = None,
-    ) -> list[int]:
-        """:func:`row_gradients` with respect to every watched layer: for each chunk
-        of rows, ``consume(rows, examples, layer_grads, layer_values, scalars)``, the
-        layers' tensors flattened in order. ``replace(rows, examples, k, values) ->
-        values`` substitutes layer ``k``'s values of the chunk; ``score(chunk, rows,
-        examples)`` replaces the adapter's scalars; ``grad_kwargs`` go to
-        ``torch.autograd.grad`` (``materialize_grads=True``: zeros for a layer the
-        output does not reach). Returns the number of tensors of each layer."""
-        taps = self._taps(to_input)
-        seen: dict = {}
-        score = score or (lambda chunk_inputs, rows, examples: adapter.scalars(chunk_inputs, examples))
-
-        def swap(rows, examples, k):
-            return None if replace is None else (lambda values: replace(rows, examples, k, values))
-
-        def scored(chunk_inputs, rows, examples):
-            swaps = [swap(rows, examples, k) for k in range(len(taps))]
-            with recording_all(taps, replace=swaps, grad=True) as records:
-                scalars = score(chunk_inputs, rows, examples)
-            seen["counts"] = [len(record.values) for record in records]
-            seen["values"] = tuple(v for record in records for v in record.values)
-            return scalars
-
-        def consumed(rows, examples, grads, scalars):
-            consume(rows, examples, grads, tuple(v.detach() for v in seen.pop("values")), scalars)
-
-        row_gradients(
-            adapter, n_rows, build, consumed, internal_batch_size=chunk, context=context, score=scored,
-            wrt=lambda: seen["values"], grad_kwargs=grad_kwargs,
-        )
-        return seen["counts"]
+    def _layer_gradients(self, adapter: ForwardAdapter, n_rows: int, build: Callable, consume: Callable, *,
+                         to_input: bool = False, **options) -> list[int]:
+        """:func:`~torchexplain.core.gradients.layer_gradients` with respect to every
+        watched layer (``consume(rows, examples, layer_grads, layer_values, scalars)``;
+        ``options``: its ``chunk``, ``replace``, ``context``, ``score`` and
+        ``grad_kwargs``); returns the number of tensors of each layer."""
+        return layer_gradients(adapter, self._taps(to_input), n_rows, build, consume, **options)

@@ -10,8 +10,9 @@ under the rescale rule.
 from __future__ import annotations
 
 from ..core.inputs import format_baseline_distribution
-from .base import RowTotals, example_major_rows, take
+from .base import RowTotals, take
 from .layer_base import layer_output
+from .deeplift import pair_points
 from .layer_path import LayerDeepLift
 
 
@@ -50,9 +51,7 @@ class LayerDeepLiftShap(LayerDeepLift):
             attributions = layer_output([s / n_refs for s in totals.sums])
             if not return_convergence_delta:
                 return attributions
-            examples, refs = example_major_rows(n, n_refs)
-            gap = self._gap(adapter, [take(b, refs) for b in baselines], [take(x, examples) for x in inputs], examples)
-            return attributions, totals.example_major(n, n_refs) - gap
+            return attributions, totals.expanded_delta(adapter, n_refs, *pair_points(inputs, baselines, n))
 
     def _compare(self, inputs, baselines, adapter, n_refs, to_input, custom, chunk) -> RowTotals:
         """Rows ``r = j * n + i`` pair example ``i`` with baseline row ``j``; returns

@@ -54,9 +54,11 @@ class LayerLRP(LRP, LayerAttribution):
         attribute_to_layer_input: bool = False,
         verbose: bool = False,
         internal_batch_size="auto",
+        forward_kwargs=None,
     ):
-        """Relevance at the layer(s) for the target output; see the class docstring."""
-        inputs, _, adapter = self._prepare(inputs, target, additional_forward_args)
+        """Relevance at the layer(s) for the target output; see the class docstring.
+        ``forward_kwargs`` (beyond Captum): keyword arguments of the model."""
+        inputs, _, adapter = self._prepare(inputs, target, additional_forward_args, forward_kwargs)
         self._check_flags(return_convergence_delta=return_convergence_delta, verbose=verbose,
                           attribute_to_layer_input=attribute_to_layer_input)
         taps = [

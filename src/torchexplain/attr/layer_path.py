@@ -17,11 +17,12 @@ from ..core.gradients import check_grad_kwargs
 from ..core.hooks import FunctionRules
 from ..core.inputs import format_baseline_distribution, format_baselines
 from ..core.rules import Rescale
+from ..core.sampling import PathDraws, Sampler
 from .approximation import path_tables
-from .base import RowTotals, example_major_rows, per_row, take
+from .base import RowTotals, per_row, take
 from .deeplift import multiplier_attributions, paired_score
 from .layer_base import LayerAttribution, layer_output, split_layers
-from .noise import SampledPaths, _stdevs
+from .noise import _stdevs
 from .seeding import positive_int
 
 
@@ -212,7 +213,8 @@ class LayerGradientShap(_LayerPath):
     """GradientSHAP at a layer: gradients with respect to the layer at random points
     between the (noisy) inputs and baselines drawn from a distribution, times the
     layer's change between the two, averaged over ``n_samples``. ``generator``
-    (beyond Captum) makes the draws reproducible."""
+    (beyond Captum, on any device) makes the draws reproducible
+    (:class:`~torchexplain.core.sampling.PathDraws`, as :class:`GradientShap`)."""
 
     def attribute(
         self,
@@ -231,7 +233,7 @@ class LayerGradientShap(_LayerPath):
         inputs, _, adapter = self._prepare(inputs, target, additional_forward_args, forward_kwargs)
         baselines = format_baseline_distribution(baselines, inputs)
         n_samples = positive_int(n_samples, "n_samples")
-        paths = SampledPaths(inputs, baselines, n_samples, _stdevs(stdevs, len(inputs)), generator)
+        paths = PathDraws(inputs, baselines, n_samples, _stdevs(stdevs, len(inputs)), Sampler(generator))
         to_input, n = attribute_to_layer_input, adapter.n
         totals: list[RowTotals] = []
 
@@ -252,10 +254,8 @@ class LayerGradientShap(_LayerPath):
             if not return_convergence_delta:
                 return attributions
             # one delta per (example, sample), example-major, as Captum's GradientShap
-            examples, samples = example_major_rows(n, n_samples)
-            rows = samples * n + examples
-            gap = self._gap(adapter, paths.starts(rows), paths.ends(rows, examples), examples)
-            return attributions, totals[0].example_major(n, n_samples) - gap
+            return attributions, totals[0].expanded_delta(adapter, n_samples, lambda rows, _: paths.starts(rows),
+                                                          paths.ends)
 
 
 class LayerDeepLift(_LayerPath):

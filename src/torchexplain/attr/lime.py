@@ -36,9 +36,9 @@ import warnings
 import torch
 from torch import Tensor
 
-from ..core.forward import select_output
-from ..core.inputs import format_additional_args, format_baselines, format_output
+from ..core.inputs import format_baselines, format_output
 from ..core.perturb import forward_rows
+from ..core.registry import grid_mask, register
 from .feature_mask import FeatureMask, format_feature_mask
 from .lime_base import LimeBase, default_from_interp_rep_transform
 from .seeding import make_generator, positive_int
@@ -110,6 +110,8 @@ def _feature_sums(fm: FeatureMask, values) -> Tensor:
     return out
 
 
+@register("lime", order=170, defaults=grid_mask(8, n_samples=200, seed=0),
+          description="LIME over 8x8 grid cells, 200 samples")
 class Lime(LimeBase):
     """Lime with Captum's arguments (a :class:`LimeBase` sampling in the
     interpretable space). ``interpretable_model``: any model following the
@@ -145,6 +147,7 @@ class Lime(LimeBase):
         show_progress: bool = False,
         generator: torch.Generator | None = None,
         seed: int | None = None,
+        forward_kwargs=None,
     ):
         """Fit one surrogate per example and return its coefficients (in the model
         output's dtype, at least float32).
@@ -160,8 +163,11 @@ class Lime(LimeBase):
             return_input_shape: coefficients in the inputs' shapes (each position
                 gets its feature's value), else an ``(N, n_features)`` tensor.
             generator / seed (beyond Captum): make the default sampling reproducible.
+            forward_kwargs (beyond Captum): keyword arguments of the model; tensors
+                batched over the examples follow their example.
         """
-        inputs, is_tuple, adapter = self._prepare(inputs, target, additional_forward_args, floating=False)
+        inputs, is_tuple, adapter = self._prepare(inputs, target, additional_forward_args, forward_kwargs,
+                                                  floating=False)
         n_samples = positive_int(n_samples, "n_samples")
         gen = make_generator(generator, seed)
         base = format_baselines(baselines, inputs)
@@ -172,9 +178,10 @@ class Lime(LimeBase):
                 "group inputs into fewer features with feature_mask (e.g. torchexplain.masks.superpixels)",
                 stacklevel=2,
             )
-        if adapter.n > 1 and self._one_value_per_batch(inputs, additional_forward_args):
+        if adapter.n > 1 and self._one_value_per_batch(adapter, inputs):
             coefs = self._attribute_batch(
-                inputs, is_tuple, base, fm, target, additional_forward_args, n_samples, gen, show_progress
+                inputs, is_tuple, base, fm, target, additional_forward_args, n_samples, gen, show_progress,
+                forward_kwargs,
             )
             return coefs if not return_input_shape else format_output(is_tuple, fm.expand(coefs))
         with self._guard():
@@ -190,20 +197,19 @@ class Lime(LimeBase):
         return format_output(is_tuple, fm.expand(coefs))
 
     # -- forward functions returning one value for the whole batch -------------------
-    def _one_value_per_batch(self, inputs, additional_forward_args) -> bool:
+    def _one_value_per_batch(self, adapter, inputs) -> bool:
         """Whether the model gives one value for the whole batch (e.g. a loss), as
         Captum's Lime checks with one forward of the unperturbed inputs."""
         with self._guard(), torch.no_grad():
-            out = self.forward_func(*inputs, *format_additional_args(additional_forward_args))
-        if self.output_selector is not None:
-            out = select_output(out, self.output_selector)
-        return not isinstance(out, Tensor) or out.numel() == 1
+            out = adapter.selected(tuple(inputs), torch.arange(adapter.n))
+        return out.numel() == 1
 
     def _sample_weight(self, original, perturbed, z, **kwargs) -> float:
         """The weight of one sample (Lime: ``similarity_func``)."""
         return self.similarity_func(original, perturbed, z, **kwargs)
 
-    def _attribute_batch(self, inputs, is_tuple, base, fm, target, additional_forward_args, n_samples, gen, show):
+    def _attribute_batch(self, inputs, is_tuple, base, fm, target, additional_forward_args, n_samples, gen, show,
+                         forward_kwargs=None):
         """One surrogate for the whole batch (Captum's Lime when the forward returns one
         value per batch): ``(1, M)`` coefficients, features shared by every example."""
         if fm.per_example:
@@ -225,7 +231,7 @@ class Lime(LimeBase):
 
         z, y, w = self._samples_and_labels(
             format_output(is_tuple, inputs), target, additional_forward_args, n_samples, 1, show, kwargs,
-            perturb, self._sample_weight,
+            perturb, self._sample_weight, forward_kwargs,
         )
         return fit_coefficients(self.interpretable_model, z, y, w).view(1, -1).float()
 
@@ -333,6 +339,8 @@ class Lime(LimeBase):
         return torch.stack([fit_coefficients(model, z[e].float(), y[e], weights[e]) for e in range(z.shape[0])])
 
 
+@register("kernel_shap", aliases=("kernelshap",), order=160, defaults=grid_mask(8, n_samples=200, seed=0),
+          description="KernelSHAP over 8x8 grid cells, 200 samples")
 class KernelShap(Lime):
     """KernelSHAP (Lundberg and Lee 2017): Lime with the Shapley kernel, so that with
     enough samples the coefficients approach the Shapley values of the features

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from ..core.forward import ForwardAdapter, select_output
-from ..core.inputs import as_tuple, format_additional_args
+from ..core.inputs import as_tuple, format_additional_args, format_forward_kwargs
 from ..core.perturb import forward_rows
 from .ablation import PerturbationAttribution
 from .seeding import positive_int
@@ -40,26 +40,27 @@ def _identity(output):
 class _SampleForward:
     """Runs ``forward_func`` on a block of samples, each a whole copy of the inputs
     (``B`` rows), concatenated along dimension 0 as Captum does; returns one value
-    per sample (the target output)."""
+    per sample (the target output). Extra arguments and ``forward_kwargs`` batched
+    over the ``B`` rows are repeated for every sample."""
 
-    def __init__(self, forward_func, batch: int, target, additional_forward_args, output_selector):
+    def __init__(self, forward_func, batch: int, target, additional_forward_args, output_selector,
+                 forward_kwargs=None):
         self.forward_func = forward_func
         self.batch = batch
         # the target's scalar of each row, through the forward adapter's own selection
         self.target = None if target is None else ForwardAdapter(_identity, batch, target)
         self.args = format_additional_args(additional_forward_args)
+        self.kwargs = format_forward_kwargs(forward_kwargs)
         self.output_selector = output_selector
 
-    def _expanded_args(self, r: int) -> tuple:
-        b = self.batch
-        return tuple(
-            torch.cat([a] * r) if isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] == b else a for a in self.args
-        )
+    def _expanded(self, a, r: int):
+        return torch.cat([a] * r) if isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] == self.batch else a
 
     def __call__(self, *stacked: Tensor) -> Tensor:
         r = stacked[0].shape[0]
         flat = tuple(t.reshape((r * self.batch,) + tuple(t.shape[2:])) for t in stacked)
-        out = self.forward_func(*flat, *self._expanded_args(r))
+        args = tuple(self._expanded(a, r) for a in self.args)
+        out = self.forward_func(*flat, *args, **{k: self._expanded(v, r) for k, v in self.kwargs.items()})
         if self.output_selector is not None:
             out = select_output(out, self.output_selector)
         if not isinstance(out, Tensor):
@@ -134,31 +135,34 @@ class LimeBase(PerturbationAttribution):
         n_samples: int = 50,
         perturbations_per_eval=1,
         show_progress: bool = False,
+        forward_kwargs=None,
         **kwargs,
     ):
         """Fit the surrogate on ``n_samples`` samples and return its
         ``representation()`` (or ``coef_``) as the model gives it. ``kwargs`` go to
-        ``perturb_func``, the transforms and ``similarity_func``."""
+        ``perturb_func``, the transforms and ``similarity_func``; ``forward_kwargs``
+        (beyond Captum) to the model, as keyword arguments."""
         if self.perturb_func is None or self.similarity_func is None:
             raise ValueError("LimeBase needs perturb_func and similarity_func")
         z, y, weights = self._samples_and_labels(
             inputs, target, additional_forward_args, n_samples, perturbations_per_eval, show_progress, kwargs,
-            self.perturb_func, self.similarity_func,
+            self.perturb_func, self.similarity_func, forward_kwargs,
         )
         return fit_model(self.interpretable_model, z, y, weights)
 
     def _samples_and_labels(
         self, inputs, target, additional_forward_args, n_samples, perturbations_per_eval, show_progress, kwargs,
-        perturb_func, similarity_func,
+        perturb_func, similarity_func, forward_kwargs=None,
     ):
         """The surrogate's training data: ``z`` ``(S, M)``, labels ``(S,)`` and weights ``(S,)``."""
         parts, _ = as_tuple(inputs)
         n_samples = positive_int(n_samples, "n_samples")
+        forward_kwargs = format_forward_kwargs(forward_kwargs)
         with self._guard():
             with torch.no_grad():
                 z, samples, weights = self._draw_samples(inputs, n_samples, kwargs, perturb_func, similarity_func)
             y = self._evaluate_samples(
-                parts, samples, target, additional_forward_args, perturbations_per_eval, show_progress
+                parts, samples, target, additional_forward_args, perturbations_per_eval, show_progress, forward_kwargs
             )
         return z, y, weights
 
@@ -196,9 +200,12 @@ class LimeBase(PerturbationAttribution):
         stacked = tuple(torch.stack(column) for column in zip(*model_inputs))
         return torch.cat(zs), stacked, torch.tensor(weights)
 
-    def _evaluate_samples(self, parts, samples, target, additional_forward_args, perturbations_per_eval, show):
+    def _evaluate_samples(self, parts, samples, target, additional_forward_args, perturbations_per_eval, show,
+                          forward_kwargs=None):
         n_samples, batch = samples[0].shape[0], parts[0].shape[0]
-        wrapped = _SampleForward(self.forward_func, batch, target, additional_forward_args, self.output_selector)
+        wrapped = _SampleForward(
+            self.forward_func, batch, target, additional_forward_args, self.output_selector, forward_kwargs
+        )
         adapter = ForwardAdapter(wrapped, 1)
         y = torch.empty(n_samples, dtype=torch.float32)
 

@@ -22,34 +22,13 @@ from ..core.gradients import row_gradients
 from ..core.hooks import module_hooks
 from ..core.inputs import as_tuple, format_output
 from ..core.hooks.relevance import relevance_rules
+from ..core.registry import register
 from .base import GradientAttribution, row_sums, take
-from .lrp_rules import (
-    AlphaBeta,
-    Composite,
-    Epsilon,
-    EpsilonAlpha2Beta1,
-    EpsilonGammaBox,
-    EpsilonPlus,
-    EpsilonRule,
-    Gamma,
-    GammaRule,
-    Alpha1_Beta0_Rule,
-    Identity,
-    IdentityRule,
-    PropagationRule,
-    Rule,
-    ZBox,
-    ZPlus,
-    as_rule,
-    check_rule,
-    is_rule_object,
-)
+from .lrp_rules import *  # noqa: F403  (the rules' names, listed once: lrp_rules.__all__)
+from .lrp_rules import Composite, Epsilon, Rule, as_rule, check_rule, is_rule_object
+from .lrp_rules import __all__ as _rule_names
 
-__all__ = [
-    "LRP", "Rule", "Epsilon", "Gamma", "ZPlus", "AlphaBeta", "ZBox", "Identity", "EpsilonRule", "GammaRule",
-    "IdentityRule", "Alpha1_Beta0_Rule", "PropagationRule", "Composite", "EpsilonPlus", "EpsilonGammaBox",
-    "EpsilonAlpha2Beta1",
-]  # fmt: skip
+__all__ = ["LRP", *_rule_names]
 
 DEFAULT_RULE = Epsilon()
 
@@ -149,6 +128,7 @@ class _RuleChooser:
             yield
 
 
+@register("lrp", aliases=("layerwise_relevance",), delta=True, order=100, description="LRP, epsilon rule")
 class LRP(GradientAttribution):
     """Layer-wise relevance propagation, Captum-compatible.
 
@@ -210,11 +190,14 @@ class LRP(GradientAttribution):
         return_convergence_delta: bool = False,
         verbose: bool = False,
         internal_batch_size="auto",
+        forward_kwargs=None,
     ):
         """Relevance of every input value for the target output, in the form of
         ``inputs``; with ``return_convergence_delta``, also Captum's delta
-        ``output - sum(relevance)`` per example."""
-        inputs, is_tuple, adapter = self._prepare(inputs, target, additional_forward_args)
+        ``output - sum(relevance)`` per example. ``forward_kwargs`` (beyond Captum):
+        keyword arguments of the model; tensors batched over the examples follow
+        their example."""
+        inputs, is_tuple, adapter = self._prepare(inputs, target, additional_forward_args, forward_kwargs)
         self._check_flags(return_convergence_delta=return_convergence_delta, verbose=verbose)
         relevance, outputs = self._run(inputs, adapter, internal_batch_size, verbose)
         result = format_output(is_tuple, relevance)

@@ -28,6 +28,14 @@ from torch import Tensor, nn
 
 from ..core.hooks.relevance import KINDS, Term
 
+#: the public rules and composites (Captum's names too); ``torchexplain.attr`` and
+#: ``torchexplain.attr.lrp`` export exactly these
+__all__ = [
+    "Rule", "Epsilon", "Gamma", "ZPlus", "AlphaBeta", "ZBox", "Identity", "Alpha1_Beta0_Rule",
+    "PropagationRule", "EpsilonRule", "GammaRule", "IdentityRule",
+    "Composite", "EpsilonPlus", "EpsilonGammaBox", "EpsilonAlpha2Beta1",
+]  # fmt: skip
+
 
 def _number(value, name: str, minimum: float = 0.0) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= minimum:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numbers
 
 import torch
-from torch import Tensor
 
 from ..core.batching import evaluate_rows
 from ..core.gradients import row_gradients
+from ..core.sampling import BY_SAMPLE, PathDraws, Sampler
 from ..core.inputs import (
     as_tuple,
     format_additional_args,
@@ -17,8 +17,10 @@ from ..core.inputs import (
     repeat_per_example,
     validate_inputs,
 )
+from ..core.registry import noise_level, register, zero_and_mean_baselines
+from .gradient import Saliency
 from .seeding import positive_int
-from .base import Attribution, BaselineAttribution, RowTotals, example_major_rows, per_row, take
+from .base import Attribution, BaselineAttribution, RowTotals, take
 
 NT_TYPES = ("smoothgrad", "smoothgrad_sq", "vargrad")
 
@@ -33,18 +35,16 @@ def _stdevs(stdevs, n_inputs: int) -> tuple[float, ...]:
     return tuple(float(v) for v in values)
 
 
-def _noise(x: Tensor, std: float, generator) -> Tensor:
-    if std == 0:
-        return torch.zeros_like(x)
-    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device) * std
-
-
+@register("smoothgrad", aliases=("smooth_grad", "noise_tunnel"), order=50,
+          build=lambda model: NoiseTunnel(Saliency(model)),
+          defaults=lambda x: {"nt_type": "smoothgrad", "nt_samples": 16, "stdevs": noise_level(x)},
+          description="SmoothGrad: saliency averaged over noisy copies")
 class NoiseTunnel(Attribution):
     """Averages another method's attributions over noisy copies of the inputs
     (SmoothGrad, Smilkov et al. 2017; VarGrad, Adebayo et al. 2018).
 
-    ``generator`` (beyond Captum) makes the noise reproducible without touching the
-    global RNG. Noisy copies are built ``nt_samples_batch_size`` samples at a time
+    ``generator`` (beyond Captum, on any device) makes the noise reproducible without
+    touching the global RNG (see :mod:`torchexplain.core.sampling`). Noisy copies are built ``nt_samples_batch_size`` samples at a time
     (all at once by default); the wrapped method chunks its own rows as usual.
     """
 
@@ -85,15 +85,14 @@ class NoiseTunnel(Attribution):
         sums = [torch.zeros_like(x) for x in inputs]
         squares = [torch.zeros_like(x) for x in inputs]
         deltas = []
+        sampler = Sampler(generator)
 
         def run(a: int, b: int) -> None:
             k = b - a
             # draws are made sample by sample, so they do not depend on the block size
-            draws = [[_noise(x, s, generator) for x, s in zip(inputs, stds)] for _ in range(k)]
-            noisy = tuple(
-                (x.unsqueeze(1) + torch.stack([d[i] for d in draws], 1)).flatten(0, 1) for i, x in enumerate(inputs)
-            )
-            inner = self._expand_kwargs(kwargs, inputs, n, k, draw_baseline_from_distrib, generator)
+            draws = sampler.noise(inputs, stds, k, BY_SAMPLE)
+            noisy = tuple((x.unsqueeze(1) + d).flatten(0, 1) for x, d in zip(inputs, draws))
+            inner = self._expand_kwargs(kwargs, inputs, n, k, draw_baseline_from_distrib, sampler)
             out = self.attribution_method.attribute(noisy if is_tuple else noisy[0], **inner)
             if want_delta:
                 out, delta = out
@@ -116,7 +115,7 @@ class NoiseTunnel(Attribution):
         return (result, torch.cat(deltas)) if want_delta else result
 
     @staticmethod
-    def _expand_kwargs(kwargs, inputs, n, k, draw_baseline, generator):
+    def _expand_kwargs(kwargs, inputs, n, k, draw_baseline, sampler: Sampler):
         inner = dict(kwargs)
         if "target" in inner and not callable(inner["target"]):
             inner["target"] = repeat_per_example(inner["target"], n, k)
@@ -133,8 +132,7 @@ class NoiseTunnel(Attribution):
             baselines = inner["baselines"]
             if draw_baseline:
                 rows = format_baseline_distribution(baselines, inputs)
-                picks = torch.stack([torch.randint(rows[0].shape[0], (n,), generator=generator) for _ in range(k)], 1)
-                picks = picks.flatten()  # example-major, drawn sample by sample
+                picks = sampler.picks(rows[0].shape[0], n, k)  # example-major, drawn sample by sample
                 drawn = tuple(take(b, picks) for b in rows)
                 inner["baselines"] = drawn if len(inputs) > 1 or isinstance(baselines, tuple) else drawn[0]
             elif isinstance(baselines, tuple):
@@ -144,39 +142,17 @@ class NoiseTunnel(Attribution):
         return inner
 
 
-class SampledPaths:
-    """GradientSHAP's random draws for ``n * n_samples`` rows (row ``r`` explains
-    example ``r % n``): each row has its noisy input (the path's end), a baseline row
-    drawn from the distribution (its start) and a point ``alpha`` on the path. Every
-    draw happens up front, so results do not depend on chunking."""
-
-    def __init__(self, inputs, baselines, n_samples: int, stds, generator):
-        n_rows = inputs[0].shape[0] * n_samples
-        self.inputs, self.baselines = inputs, baselines
-        self.picks = torch.randint(baselines[0].shape[0], (n_rows,), generator=generator)
-        self.alphas = torch.rand(n_rows, generator=generator, dtype=torch.float64)
-        self.noise = [
-            None if s == 0 else _noise(x.repeat(n_samples, *([1] * (x.dim() - 1))), s, generator)
-            for x, s in zip(inputs, stds)
-        ]
-
-    def ends(self, rows, examples):
-        return [take(x, examples) if e is None else take(x, examples) + take(e, rows) for x, e in zip(self.inputs, self.noise)]
-
-    def starts(self, rows):
-        return [take(b, self.picks[rows]) for b in self.baselines]
-
-    def points(self, rows, examples):
-        return [s + per_row(self.alphas, rows, s) * (e - s) for e, s in zip(self.ends(rows, examples), self.starts(rows))]
-
-
+@register("gradient_shap", aliases=("gradshap", "expected_gradients"), delta=True, order=40,
+          defaults=lambda x: {"baselines": zero_and_mean_baselines(x), "n_samples": 20},
+          description="GradientSHAP over a zero and a mean-image baseline")
 class GradientShap(BaselineAttribution):
     """GradientSHAP (Lundberg & Lee 2017): expected gradients between the inputs
     (plus Gaussian noise of ``stdevs``) and baselines drawn at random from a
     distribution, at random points of the straight path, times the difference.
 
     All ``n_samples`` x batch rows go through the chunked evaluator in one pass.
-    ``generator`` (beyond Captum) makes the draws reproducible.
+    ``generator`` (beyond Captum, on any device) makes the draws reproducible
+    (:class:`~torchexplain.core.sampling.PathDraws`).
     """
 
     def attribute(
@@ -197,15 +173,13 @@ class GradientShap(BaselineAttribution):
         n_samples = positive_int(n_samples, "n_samples")
         stds = _stdevs(stdevs, len(inputs))
         chunk = self._chunk(internal_batch_size)
-        n = adapter.n
-        n_rows = n * n_samples
-        paths = SampledPaths(inputs, baselines, n_samples, stds, generator)
-        ends, starts = paths.ends, paths.starts
+        n_rows = adapter.n * n_samples
+        paths = PathDraws(inputs, baselines, n_samples, stds, Sampler(generator))
         totals = RowTotals(inputs, n_rows)
 
         def consume(rows, examples, grads, scalars):
             if self._multiply_by_inputs:
-                grads = [g * (e - s) for g, e, s in zip(grads, ends(rows, examples), starts(rows))]
+                grads = [g * (e - s) for g, e, s in zip(grads, paths.ends(rows, examples), paths.starts(rows))]
             totals.add(rows, examples, grads)
 
         with self._guard():
@@ -213,9 +187,6 @@ class GradientShap(BaselineAttribution):
             attributions = [s / n_samples for s in totals.sums]
             delta = None
             if return_convergence_delta:
-                examples, samples = example_major_rows(n, n_samples)
-                rows = samples * n + examples
-                gap = self._gap(adapter, starts(rows), ends(rows, examples), examples)
-                delta = totals.example_major(n, n_samples) - gap
+                delta = totals.expanded_delta(adapter, n_samples, lambda rows, _: paths.starts(rows), paths.ends)
         result = format_output(is_tuple, attributions)
         return (result, delta) if return_convergence_delta else result

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from ..core.inputs import format_output
+from ..core.registry import occlusion_window, register
 from .ablation import perturbation_baselines
 from .blocks import Blocks, PerturbationAttribution, example_rows, then
 
@@ -126,6 +127,7 @@ class _Grid:
         return total / count
 
 
+@register("occlusion", order=110, defaults=occlusion_window, description="occlusion by a sliding zero window")
 class Occlusion(PerturbationAttribution):
     """Occlusion with Captum's arguments and values: ``sliding_window_shapes`` (one
     tuple per input, without the batch dimension), ``strides`` (int or tuple per input,

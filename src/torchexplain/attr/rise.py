@@ -24,6 +24,7 @@ from torch import Tensor
 
 from ..core.inputs import format_baselines, format_output
 from ..core.perturb import forward_rows
+from ..core.registry import register
 from .base import Attribution
 from .seeding import make_generator, positive_int
 
@@ -93,6 +94,7 @@ def _check_images(inputs: tuple[Tensor, ...]) -> tuple[int, int]:
     return sizes.pop()
 
 
+@register("rise", order=180, defaults={"n_masks": 500, "seed": 0}, description="RISE, 500 random masks")
 class RISE(Attribution):
     """Saliency maps from randomly masked inputs (Petsiuk et al. 2018,
     https://arxiv.org/abs/1806.07421). Model-agnostic: forward passes only.
@@ -116,6 +118,7 @@ class RISE(Attribution):
         show_progress: bool = False,
         cell_size=None,
         baselines=None,
+        forward_kwargs=None,
     ):
         """Saliency of ``target`` for each pixel, in the input's shape (the same map
         on every channel) and the model output's dtype (at least float32). Inputs are
@@ -135,8 +138,10 @@ class RISE(Attribution):
                 are drawn from it up front, so a seed gives the same result for any
                 ``perturbations_per_eval``. Neither: the global RNG.
             show_progress: a tqdm bar over the masked evaluations.
+            forward_kwargs (beyond the paper): keyword arguments of the model;
+                tensors batched over the examples follow their example.
         """
-        inputs, is_tuple, adapter = self._prepare(inputs, target, additional_forward_args)
+        inputs, is_tuple, adapter = self._prepare(inputs, target, additional_forward_args, forward_kwargs)
         height, width = _check_images(inputs)
         n_masks = positive_int(n_masks, "n_masks")
         p = _keep_probability(p)

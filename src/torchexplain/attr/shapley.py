@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from ..core.inputs import format_output
+from ..core.registry import grid_mask, register
 from .ablation import perturbation_baselines, randperm
 from .blocks import Blocks, PerturbationAttribution, example_rows, then
 from .seeding import make_generator, positive_int
@@ -36,6 +37,9 @@ def _shapley_result(blocks: Blocks, phi: Tensor, fm, inputs, is_tuple):
     return format_output(is_tuple, blocks.attributions(fm, phi, inputs, dtype, shaped=True))
 
 
+@register("shapley_value_sampling", aliases=("shapley_sampling", "svs"), order=140,
+          defaults=grid_mask(8, n_samples=4, seed=0),
+          description="Shapley values of 8x8 grid cells from 4 sampled orders")
 class ShapleyValueSampling(PerturbationAttribution):
     """Shapley value sampling (Castro et al. 2009; Strumbelj & Kononenko 2010):
     ``n_samples`` random orders of the features; each feature's attribution is the
@@ -111,6 +115,8 @@ def shapley_weights(n_features: int) -> Tensor:
     )
 
 
+@register("shapley_values", aliases=("shapley",), order=150, defaults=grid_mask(3),
+          description="exact Shapley values of 3x3 grid cells")
 class ShapleyValues(ShapleyValueSampling):
     """Exact Shapley values: every one of the ``2**n_features`` coalitions is evaluated
     once (Captum enumerates all ``n!`` orders, ``n * n!`` evaluations) and feature

@@ -13,7 +13,9 @@ import torch
 from torch import Tensor
 
 from ..core.forward import ForwardAdapter
-from ..core.gradients import row_gradients
+from ..core.gradients import layer_gradients
+from ..core.inputs import take
+from ..core.registry import register
 from .base import BaseCAM, weighted
 
 _SPATIAL = (2, 3)
@@ -33,27 +35,13 @@ class GradientCAM(BaseCAM):
         raise NotImplementedError
 
     def _layer_cam(self, x: Tensor, adapter: ForwardAdapter, batch_size) -> Tensor:
-        tap = self._tap()
-        seen: dict = {}
         cams: list[tuple[Tensor, Tensor]] = []
 
-        def scored(chunk, rows, examples):
-            with tap.recording(grad=True) as record:
-                output = adapter.outputs(chunk, examples)
-            seen["values"] = record.values
-            return adapter.target.select(output, examples)
-
-        def consume(rows, examples, grads, scalars):
-            values = tuple(v.detach() for v in seen.pop("values"))
+        def consume(rows, examples, grads, values, scalars):
             cams.append((rows, self.combine(self._grid(values), self._grid(grads))))
 
-        def build(rows, examples):
-            return (x if len(rows) == x.shape[0] else x.index_select(0, examples.to(x.device)),)
-
-        row_gradients(
-            adapter, x.shape[0], build, consume,
-            internal_batch_size=batch_size, score=scored, wrt=lambda: seen["values"],
-        )
+        layer_gradients(adapter, [self._tap()], x.shape[0], lambda rows, examples: (take(x, examples),), consume,
+                        chunk=batch_size)
         first = cams[0][1]
         out = first.new_empty((x.shape[0],) + first.shape[1:])
         for rows, cam in cams:
@@ -61,6 +49,8 @@ class GradientCAM(BaseCAM):
         return out
 
 
+@register("grad_cam", aliases=("gradcam",), order=190,
+          description="Grad-CAM at the last convolutional block (located automatically), upsampled")
 class GradCAM(GradientCAM):
     """Grad-CAM (Selvaraju et al. 2017): channels weighted by their spatially
     averaged gradients, ``sum_k mean_ij(G_kij) A_k``."""
@@ -69,6 +59,8 @@ class GradCAM(GradientCAM):
         return weighted(activations, gradients.mean(_SPATIAL))
 
 
+@register("grad_cam_plus_plus", aliases=("gradcam++", "gradcampp"), order=200,
+          description="Grad-CAM++ at the last convolutional block, upsampled")
 class GradCAMPlusPlus(GradientCAM):
     """Grad-CAM++ (Chattopadhyay et al. 2018), the closed form of the paper's
     Eq. 19 for an exponential of the score, as pytorch-grad-cam computes it::

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..core.forward import ForwardAdapter, select_output
-from ..core.inputs import rows_of
+from ..core.inputs import argument_rows
 from ..core.perturb import forward_rows
 from .base import BaseCAM, min_max, weighted, with_predicted_target
 
@@ -170,8 +170,8 @@ class _Tail:
 
     def _run(self, example: int, rows: Tensor) -> Tensor:
         index, n = torch.tensor([example]), self.user.n
-        args = tuple(rows_of(a, index, n) for a in self.user.args)
-        kwargs = {k: rows_of(v, index, n) for k, v in self.user.kwargs.items()}
+        args = tuple(argument_rows(a, index, n) for a in self.user.args)
+        kwargs = {k: argument_rows(v, index, n) for k, v in self.user.kwargs.items()}
         with self.tap.recording(replace=lambda found: (rows,)):
             output = self.model(self.x.index_select(0, index.to(self.x.device)), *args, **kwargs)
         return select_output(output, self.user.output_selector)

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 from torch.futures import Future
 
-from .inputs import format_additional_args, format_forward_kwargs, rows_of
+from .inputs import argument_rows, format_additional_args, format_forward_kwargs
 from .targets import Target
 
 _KEEP = object()
@@ -112,8 +112,8 @@ class ForwardAdapter:
 
     def call(self, inputs: tuple[Tensor, ...], examples: Tensor):
         """The model's raw return for rows whose example indices are ``examples``."""
-        args = tuple(rows_of(a, examples, self.n) for a in self.args)
-        kwargs = {k: rows_of(v, examples, self.n) for k, v in self.kwargs.items()}
+        args = tuple(argument_rows(a, examples, self.n) for a in self.args)
+        kwargs = {k: argument_rows(v, examples, self.n) for k, v in self.kwargs.items()}
         return self.forward_func(*inputs, *args, **kwargs)
 
     def _then(self, raw, fn: Callable):

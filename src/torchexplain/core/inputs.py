@@ -148,8 +148,8 @@ def format_baseline_distribution(baselines, inputs: tuple[Tensor, ...]) -> tuple
     return tuple(out)
 
 
-def rows_of(value: Any, rows: Tensor, n: int) -> Any:
-    """Select ``rows`` (example indices) of a batched extra argument.
+def argument_rows(value: Any, rows: Tensor, n: int) -> Any:
+    """Select ``rows`` (example indices) of a batched extra forward argument.
 
     Tensors whose first dimension equals the batch size ``n`` are indexed per row;
     everything else (non-tensors, shared tensors) is passed unchanged.
@@ -157,6 +157,19 @@ def rows_of(value: Any, rows: Tensor, n: int) -> Any:
     if isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == n:
         return value.index_select(0, rows.to(value.device))
     return value
+
+
+def take(t: Tensor, index: Tensor) -> Tensor:
+    """Rows ``index`` of ``t``, in ``t``'s memory layout; ``t`` itself when ``index``
+    is every row in order."""
+    if index.numel() == t.shape[0] and (t.shape[0] == 0 or (int(index[0]) == 0 and bool((index.diff() == 1).all()))):
+        return t
+    return t[index.to(t.device)]
+
+
+def per_row(values: Tensor, rows: Tensor, like: Tensor) -> Tensor:
+    """``values[rows]`` shaped to broadcast over rows of ``like``, in its dtype and device."""
+    return values[rows].to(device=like.device, dtype=like.dtype).view((-1,) + (1,) * (like.dim() - 1))
 
 
 def format_additional_args(args) -> tuple:

@@ -6,11 +6,12 @@ model's inputs and ranks them by every metric.
 """
 
 from .curves import area_under_curve, deletion, gaussian_blur, insertion
-from .evaluate import DEFAULT_METHODS, DEFAULT_METRICS, METRICS, EvaluationTable, MetricSpec, evaluate
+from .evaluate import DEFAULT_METHODS, DEFAULT_METRICS, METRICS, MetricSpec, evaluate
 from .fidelity import default_perturb_func, infidelity, infidelity_perturb_func_decorator, sensitivity_max
 from .properties import completeness, sparseness
 from .randomization import RandomizationResult, randomization_check, spearman
 from .result import MetricResult
+from .table import EvaluationTable
 
 __all__ = [
     "DEFAULT_METHODS",

@@ -1,16 +1,14 @@
 """``torchexplain.evaluate``: which explanation can I trust, for my model and inputs?
 
-Every method runs once through :func:`torchexplain.explain` (which times it); every
+Every method runs once through :func:`torchexplain.methods.run_methods` (as in
+:func:`torchexplain.explain`, which times it); every
 metric scores every method's attributions; the table ranks the methods per metric.
 A metric is one function of a :class:`Case` returning one value per example.
 """
 
 from __future__ import annotations
 
-import csv
-import html
-import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
@@ -21,6 +19,7 @@ from .fidelity import infidelity, sensitivity_max
 from .properties import completeness, sparseness
 from .randomization import randomization_check
 from .result import MetricResult
+from .table import EvaluationTable
 
 
 @dataclass
@@ -141,69 +140,6 @@ def _for_metric(spec: MetricSpec, attributions: Tensor, inputs: Tensor) -> Tenso
     return attributions
 
 
-@dataclass
-class EvaluationTable:
-    """One row per method: its time, and per metric the mean, standard error and rank
-    (1 = best). ``notes`` say how attributions were adapted to a metric (a CAM's map
-    broadcast over the channels)."""
-
-    methods: list[str]
-    metrics: list[str]
-    results: dict[tuple[str, str], MetricResult]
-    seconds: dict[str, float]
-    rows: list[dict] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def __post_init__(self):
-        ranks = {m: self._ranks(m) for m in self.metrics}
-        self.rows = []
-        for method in self.methods:
-            row = {"method": method, "seconds": self.seconds[method]}
-            for metric in self.metrics:
-                r = self.results[(method, metric)]
-                row[metric], row[f"{metric}_stderr"], row[f"{metric}_rank"] = r.mean, r.stderr, ranks[metric][method]
-            self.rows.append(row)
-
-    def _ranks(self, metric: str) -> dict[str, int]:
-        better = METRICS[metric].higher_is_better
-        order = sorted(self.methods, key=lambda m: self.results[(m, metric)].mean, reverse=better)
-        return {m: i + 1 for i, m in enumerate(order)}
-
-    def best(self, metric: str) -> str:
-        return next(row["method"] for row in self.rows if row[f"{metric}_rank"] == 1)
-
-    def _cells(self) -> tuple[list[str], list[list[str]]]:
-        header = ["method", "seconds"] + [f"{m} {'↑' if METRICS[m].higher_is_better else '↓'}" for m in self.metrics]
-        body = [[row["method"], f"{row['seconds']:.3f}"]
-                + [f"{row[m]:.4g} ± {row[f'{m}_stderr']:.2g} (#{row[f'{m}_rank']})" for m in self.metrics]
-                for row in self.rows]
-        return header, body
-
-    def to_markdown(self) -> str:
-        header, body = self._cells()
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-        return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in body])
-
-    def to_html(self) -> str:
-        header, body = self._cells()
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-        rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>" for cells in body)
-        notes = "".join(f"<li><b>{m}</b>: {html.escape(METRICS[m].description)}</li>" for m in self.metrics)
-        notes += "".join(f"<li>{html.escape(n)}</li>" for n in self.notes)
-        return (f'<table border="1" cellspacing="0" cellpadding="4"><tr>{head}</tr>{rows}</table>'
-                f"<p>mean ± standard error over the examples (#rank, 1 = best)</p><ul>{notes}</ul>")
-
-    def to_csv(self) -> str:
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=list(self.rows[0]))
-        writer.writeheader()
-        writer.writerows(self.rows)
-        return out.getvalue()
-
-    def __repr__(self) -> str:
-        return self.to_markdown()
-
-
 def evaluate(model, inputs: Tensor, methods: Sequence[str] = DEFAULT_METHODS, metrics: Sequence[str] = DEFAULT_METRICS,
              target="top1", *, steps: int = 50, seed: int = 0, class_names=None, show_progress: bool = False,
              explanation=None, **method_kwargs) -> EvaluationTable:
@@ -219,8 +155,7 @@ def evaluate(model, inputs: Tensor, methods: Sequence[str] = DEFAULT_METHODS, me
     (``table.notes`` says so); every (method, metric) pair is checked after the
     methods ran and before any metric does, and an unusable shape is a ValueError
     naming both. Unknown metric names are refused before any method runs."""
-    from ..api import _accepted, explain
-    from ..methods import resolve
+    from ..methods import MethodCall, resolve, run_methods
 
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
@@ -228,26 +163,27 @@ def evaluate(model, inputs: Tensor, methods: Sequence[str] = DEFAULT_METHODS, me
     if not metrics:
         raise ValueError("metrics must name at least one metric")
     if explanation is not None and all(resolve(m).name in explanation.attributions for m in methods):
-        result = explanation
         names = [resolve(m).name for m in methods]
+        rows, target_rows = explanation.inputs, explanation.target
+        attributions, seconds = explanation.attributions, explanation.timings
     else:
-        result = explain(model, inputs, method=list(methods), target=target, class_names=class_names,
-                         show_progress=show_progress, **method_kwargs)
-        names = result.methods
-    rows, classes = result.inputs, result.target.to(result.inputs.device)
-    notes = broadcast_notes({n: result.attributions[n] for n in names}, rows, metrics)
+        run = run_methods(model, inputs, list(methods), target, method_kwargs, class_names=class_names,
+                          show_progress=show_progress)
+        names, rows, target_rows = list(run.results), run.inputs, run.target
+        attributions = {n: done.attributions.detach() for n, done in run.results.items()}
+        seconds = {n: done.seconds for n, done in run.results.items()}
+    classes = target_rows.to(rows.device)
+    notes = broadcast_notes({n: attributions[n] for n in names}, rows, metrics)
     scores = {}
     for name in names:
         spec = resolve(name)
 
         def rerun(m, x, t, spec=spec):
-            obj = spec.build(m)
-            out = obj.attribute(x, target=t, **{**spec.defaults(x), **_accepted(obj, method_kwargs)})
+            out = MethodCall.build(spec, m, method_kwargs)(x, t).attributions
             return (out[0] if isinstance(out, tuple) else out).detach()
 
         for metric in metrics:
             spec_m = METRICS[metric]
-            case = Case(model, rows, _for_metric(spec_m, result.attributions[name], rows), classes, name, rerun,
-                        steps, seed)
+            case = Case(model, rows, _for_metric(spec_m, attributions[name], rows), classes, name, rerun, steps, seed)
             scores[(name, metric)] = MetricResult(metric, spec_m.score(case), spec_m.higher_is_better)
-    return EvaluationTable(names, list(metrics), scores, {n: result.timings[n] for n in names}, notes=notes)
+    return EvaluationTable(names, list(metrics), scores, {n: seconds[n] for n in names}, notes=notes)

@@ -3,8 +3,10 @@ results and sampling order (so a seeded perturbation gives Captum's numbers).
 
 Both expand every example ``k`` times (example-major, ``repeat_interleave``) for a
 round of ``k`` perturbations; ``max_examples_per_batch`` caps the rows of a round as
-in Captum. Everything runs without gradients except the explanation function, which
-decides for itself.
+in Captum. The rounds are blocks of the one chunked evaluator
+(:func:`~torchexplain.core.batching.evaluate_rows` over the perturbation samples) and
+the model runs through the forward adapter. Everything runs without gradients except
+the explanation function, which decides for itself.
 """
 
 from __future__ import annotations
@@ -16,18 +18,24 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from ..core.batching import evaluate_rows
 from ..core.forward import ForwardAdapter
+from ..core.gradients import forward_scalars
 from ..core.inputs import as_tuple, format_baselines, repeat_per_example
 from ..core.hooks import model_guard
 
 
-def sample_rounds(n_samples: int, batch: int, max_examples_per_batch: int | None) -> list[int]:
-    """How many perturbations of every example each round evaluates."""
+def _check_samples(n_samples) -> None:
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
         raise ValueError(f"n_perturb_samples must be a positive int; got {n_samples!r}")
-    per_round = n_samples if max_examples_per_batch is None else min(max(max_examples_per_batch // batch, 1), n_samples)
-    rounds = [per_round] * (n_samples // per_round)
-    return rounds + ([n_samples % per_round] if n_samples % per_round else [])
+
+
+def in_rounds(n_samples: int, batch: int, max_examples_per_batch: int | None, run: Callable[[int], None]) -> None:
+    """``run(k)`` for each round of ``k`` perturbations of every example, in order:
+    Captum's rounds of ``max_examples_per_batch // batch`` samples (at least one;
+    every sample in one round when it is None), as blocks of the chunked evaluator."""
+    per_round = None if max_examples_per_batch is None else min(max(max_examples_per_batch // batch, 1), n_samples)
+    evaluate_rows(n_samples, lambda a, b: run(b - a), per_round)
 
 
 def _check_pairs(inputs, attributions) -> None:
@@ -57,30 +65,23 @@ def infidelity(
     inputs, is_tuple = as_tuple(inputs)
     attributions, _ = as_tuple(attributions, "attributions")
     _check_pairs(inputs, attributions)
+    _check_samples(n_perturb_samples)
     baselines = format_baselines(baselines, inputs) if baselines is not None else None
     n = inputs[0].shape[0]
     adapter = ForwardAdapter(forward_func, n, target, additional_forward_args)
     sums = [torch.zeros(n, dtype=torch.float64, device=inputs[0].device) for _ in range(3)]
+
+    def round_of(k: int) -> None:
+        dots, diffs = _explained_changes(adapter, perturb_func, inputs, is_tuple, baselines, attributions, f_inputs, k)
+        if normalize:
+            for total, part in zip(sums, (dots * dots, dots * diffs, diffs * diffs)):
+                total += part.sum(1)
+        else:
+            sums[0] += (dots - diffs).pow(2).sum(1)
+
     with torch.no_grad(), model_guard(forward_func):
-        f_inputs = adapter.scalars(tuple(inputs), torch.arange(n))
-        for k in sample_rounds(n_perturb_samples, n, max_examples_per_batch):
-            expanded = tuple(x.repeat_interleave(k, 0) for x in inputs)
-            args = [expanded if is_tuple else expanded[0]]
-            if baselines is not None:
-                based = tuple(repeat_per_example(b, n, k) if b.shape[0] == n and n > 1 else b for b in baselines)
-                args.append(based if is_tuple else based[0])
-            perturbations, perturbed = perturb_func(*args)
-            perturbations, _ = as_tuple(perturbations, "perturbations")
-            perturbed, _ = as_tuple(perturbed, "perturbed inputs")
-            examples = torch.arange(n).repeat_interleave(k)
-            diffs = (f_inputs.repeat_interleave(k) - adapter.scalars(tuple(perturbed), examples)).view(n, k).double()
-            dots = sum((a.repeat_interleave(k, 0) * p).reshape(n * k, -1).sum(1) for a, p in zip(attributions, perturbations))
-            dots = dots.view(n, k).double()
-            if normalize:
-                for total, part in zip(sums, (dots * dots, dots * diffs, diffs * diffs)):
-                    total += part.sum(1)
-            else:
-                sums[0] += (dots - diffs).pow(2).sum(1)
+        f_inputs = forward_scalars(adapter, inputs)
+        in_rounds(n_perturb_samples, n, max_examples_per_batch, round_of)
     if normalize:
         beta = torch.where(sums[0] != 0, sums[1] / sums[0].where(sums[0] != 0, torch.ones_like(sums[0])),
                            torch.zeros_like(sums[0]))
@@ -88,6 +89,24 @@ def infidelity(
     else:
         values = sums[0]
     return (values / n_perturb_samples).to(f_inputs.dtype)
+
+
+def _explained_changes(adapter, perturb_func, inputs, is_tuple, baselines, attributions, f_inputs, k: int):
+    """One round of infidelity: ``k`` perturbations of every example, and per
+    (example, perturbation) ``(attributions . I, F(x) - F(x - I))``, each ``(n, k)``."""
+    n = adapter.n
+    expanded = tuple(x.repeat_interleave(k, 0) for x in inputs)
+    args = [expanded if is_tuple else expanded[0]]
+    if baselines is not None:
+        based = tuple(repeat_per_example(b, n, k) if b.shape[0] == n and n > 1 else b for b in baselines)
+        args.append(based if is_tuple else based[0])
+    perturbations, perturbed = perturb_func(*args)
+    perturbations, _ = as_tuple(perturbations, "perturbations")
+    perturbed, _ = as_tuple(perturbed, "perturbed inputs")
+    examples = torch.arange(n).repeat_interleave(k)
+    diffs = (f_inputs.repeat_interleave(k) - forward_scalars(adapter, perturbed, examples)).view(n, k).double()
+    dots = sum((a.repeat_interleave(k, 0) * p).reshape(n * k, -1).sum(1) for a, p in zip(attributions, perturbations))
+    return dots.view(n, k).double(), diffs
 
 
 def default_perturb_func(inputs, perturb_radius: float = 0.02):
@@ -181,21 +200,25 @@ def sensitivity_max(
     ``target``, ``additional_forward_args`` and ``baselines`` in ``kwargs`` follow
     the expanded rows. One value per example (lower is more stable)."""
     inputs, _ = as_tuple(inputs)
+    _check_samples(n_perturb_samples)
     n = inputs[0].shape[0]
     takes_radius = len(inspect.signature(perturb_func).parameters) > 1
+    best: list[Tensor] = []
+
+    def round_of(k: int) -> None:
+        expanded = tuple(x.repeat_interleave(k, 0) for x in inputs)
+        arg = expanded[0] if len(expanded) == 1 else expanded
+        perturbed = perturb_func(arg, perturb_radius) if takes_radius else perturb_func(arg)
+        explained = as_tuple(explanation_func(perturbed, **_expanded_kwargs(kwargs, inputs, n, k)), "explanation")[0]
+        change = torch.cat([(e.repeat_interleave(k, 0) - p).reshape(n * k, -1) for e, p in zip(base, explained)], 1)
+        change = torch.norm(change, p=norm_ord, dim=1, keepdim=True)
+        worst = (change / norms.repeat_interleave(k, 0)).view(n, k).max(1).values
+        best[:] = [worst if not best else torch.maximum(best[0], worst)]
+
     with torch.no_grad():
         base = as_tuple(explanation_func(inputs, **kwargs), "explanation")[0]
         flat = torch.cat([e.reshape(n, -1) for e in base], 1)
         norms = torch.norm(flat, p=norm_ord, dim=1, keepdim=True)
         norms = torch.where(norms == 0, torch.ones_like(norms), norms)
-        best = None
-        for k in sample_rounds(n_perturb_samples, n, max_examples_per_batch):
-            expanded = tuple(x.repeat_interleave(k, 0) for x in inputs)
-            arg = expanded[0] if len(expanded) == 1 else expanded
-            perturbed = perturb_func(arg, perturb_radius) if takes_radius else perturb_func(arg)
-            explained = as_tuple(explanation_func(perturbed, **_expanded_kwargs(kwargs, inputs, n, k)), "explanation")[0]
-            change = torch.cat([(e.repeat_interleave(k, 0) - p).reshape(n * k, -1) for e, p in zip(base, explained)], 1)
-            change = torch.norm(change, p=norm_ord, dim=1, keepdim=True)
-            worst = (change / norms.repeat_interleave(k, 0)).view(n, k).max(1).values
-            best = worst if best is None else torch.maximum(best, worst)
-    return best
+        in_rounds(n_perturb_samples, n, max_examples_per_batch, round_of)
+    return best[0]

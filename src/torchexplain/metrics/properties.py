@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 from ..core.forward import ForwardAdapter
+from ..core.gradients import output_gap
 from ..core.hooks import model_guard
 from ..core.inputs import as_tuple, format_baselines
 
@@ -22,10 +23,8 @@ def completeness(attributions, model, inputs, baselines=0.0, target=None, additi
     baselines = format_baselines(baselines, inputs)
     n = inputs[0].shape[0]
     adapter = ForwardAdapter(model, n, target, additional_forward_args)
-    examples = torch.arange(n)
-    with torch.no_grad(), model_guard(model):
-        gap = adapter.scalars(inputs, examples) - adapter.scalars(tuple(b.expand_as(x) for b, x in zip(baselines, inputs)),
-                                                                  examples)
+    with model_guard(model):
+        gap = output_gap(adapter, baselines, inputs)
     total = sum(a.reshape(n, -1).sum(1) for a in attributions)
     return total.to(gap.dtype) - gap
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..core.forward import ForwardAdapter
 from ..core.hooks import model_guard, module_hooks
 from ..core.targets import predicted
 
@@ -80,7 +81,8 @@ def randomization_check(method, model: nn.Module, inputs: Tensor, target=None, l
         raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
     if target is None:
         with torch.no_grad(), model_guard(model):
-            target = predicted(model(inputs)).to(inputs.device)
+            outputs = ForwardAdapter(model, inputs.shape[0]).outputs((inputs,), torch.arange(inputs.shape[0]))
+        target = predicted(outputs).to(inputs.device)
     explain = _explainer(method, target, attribute_kwargs)
     original = explain(copy.deepcopy(model), inputs)
     original = original.abs() if absolute else original
@@ -111,10 +113,11 @@ def randomization_check(method, model: nn.Module, inputs: Tensor, target=None, l
 
 def _explainer(method, target, attribute_kwargs):
     if isinstance(method, str):
-        from ..methods import resolve
+        from ..methods import method_calls, resolve
 
         spec = resolve(method)
-        return lambda m, x: _first(spec.build(m).attribute(x, target=target, **{**spec.defaults(x), **attribute_kwargs}))
+        # with its defaults; an argument the method does not take is a TypeError naming it
+        return lambda m, x: _first(method_calls([spec], m, attribute_kwargs)[0](x, target).attributions)
     if isinstance(method, type):
         return lambda m, x: _first(method(m).attribute(x, target=target, **attribute_kwargs))
     if callable(method):

@@ -27,9 +27,12 @@ class MetricResult:
 
     @property
     def stderr(self) -> float:
-        """Standard error of the mean (0 for one example)."""
+        """Standard error of the mean; NaN for one example (there is none), which
+        tables show as "n/a"."""
         n = self.values.numel()
-        return float(self.values.double().std() / math.sqrt(n)) if n > 1 else 0.0
+        return float(self.values.double().std() / math.sqrt(n)) if n > 1 else math.nan
 
     def __repr__(self) -> str:
-        return f"MetricResult({self.name}: {self.mean:.4g} ± {self.stderr:.2g}, n={self.values.numel()})"
+        from .table import format_stderr
+
+        return f"MetricResult({self.name}: {self.mean:.4g} ± {format_stderr(self.stderr)}, n={self.values.numel()})"

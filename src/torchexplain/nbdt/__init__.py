@@ -18,6 +18,7 @@ from .hierarchy import Hierarchy, agglomerate, final_linear_weight, induce_hiera
 from .inference import HardNBDT, SoftNBDT, TreeTables, decision_line, decision_steps
 from .loss import SoftTreeSupLoss, finetune
 from .naming import default_namer, wordnet_namer
+from .results import TreeDecisions
 from .utils import DATASET_TO_CLASSES, load_image_from_path
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "HardNBDT",
     "SoftNBDT",
     "SoftTreeSupLoss",
+    "TreeDecisions",
     "TreeTables",
     "agglomerate",
     "decision_line",

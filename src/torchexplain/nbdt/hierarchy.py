@@ -119,14 +119,14 @@ class Hierarchy:
 
     def to_html(self, path: str | Path | None = None, decisions: Sequence[dict] | None = None,
                 title: str = "Neural-backed decision tree") -> str:
-        """A self-contained HTML page (inline SVG) of the tree, highlighting one sample's
-        ``decisions`` (from ``forward_with_decisions``) with their probabilities; written
-        to ``path`` when given."""
+        """A self-contained HTML page of the tree (an outline with one sample's
+        ``decisions``, from ``forward_with_decisions``, open with their probabilities and
+        the rest collapsed, opened by a click); written to ``path`` when given."""
         from .render import tree_html
 
         html = tree_html(self, decisions, title)
         if path is not None:
-            Path(path).write_text(html)
+            Path(path).write_text(html, encoding="utf-8")
         return html
 
 

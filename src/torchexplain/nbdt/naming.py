@@ -1,8 +1,8 @@
 """Names for the inner nodes of a class hierarchy.
 
 The default needs nothing but the class names: the longest common prefix of the
-leaves' labels when it is a meaningful word part, else the labels in braces
-(``{cat, dog}``, shortened for large nodes). :func:`wordnet_namer` names nodes by the
+leaves' labels when it is a meaningful word part, else the labels in braces, sorted
+(``{cat, dog}``; a large node lists its first three and ``+k more``, never ``+1 more``). :func:`wordnet_namer` names nodes by the
 lowest common WordNet hypernym, and is available only when nltk and its WordNet
 corpus are installed locally: nothing is ever downloaded.
 """
@@ -10,10 +10,18 @@ corpus are installed locally: nothing is ever downloaded.
 from __future__ import annotations
 
 import os
+import re
 from typing import Callable
 
-#: how many leaf labels a braced name lists before "+k more"
+#: how many leaf labels a braced name lists before "+k more" (one more is listed
+#: rather than hidden)
 SHOWN = 3
+
+
+def natural_key(label: str) -> list:
+    """Sort key putting "class2" before "class10": digit runs compare as numbers."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part.lower())
+            for part in re.split(r"(\d+)", label) if part]
 
 
 def _common_prefix(labels: list[str]) -> str:
@@ -22,15 +30,17 @@ def _common_prefix(labels: list[str]) -> str:
 
 
 def default_namer(labels: list[str]) -> str:
-    """``"{a, b}"`` for the labels, or their common prefix when it is at least three
-    characters long and shorter than every label (``"dog_husky", "dog_pug"`` ->
-    ``"dog"``)."""
+    """``"{a, b}"`` for the labels in natural order (``{2, 3, 10}``), or their common
+    prefix when it is at least three characters long and shorter than every label
+    (``"dog_husky", "dog_pug"`` -> ``"dog"``). More than ``SHOWN + 1`` labels list the
+    first ``SHOWN`` and ``+k more``."""
     prefix = _common_prefix(labels)
     if len(prefix) >= 3 and all(len(prefix) < len(label) for label in labels):
         return prefix
-    shown = ", ".join(labels[:SHOWN])
-    more = f", +{len(labels) - SHOWN} more" if len(labels) > SHOWN else ""
-    return "{" + shown + more + "}"
+    ordered = sorted(labels, key=natural_key)
+    if len(ordered) <= SHOWN + 1:
+        return "{" + ", ".join(ordered) + "}"
+    return "{" + ", ".join(ordered[:SHOWN]) + f", +{len(ordered) - SHOWN} more" + "}"
 
 
 def wordnet_namer() -> Callable[[list[str]], str] | None:

@@ -1,12 +1,18 @@
-"""Drawing a hierarchy: an indented text tree, and a self-contained HTML page with
-an inline SVG tree (no scripts, no CDN) highlighting one sample's decisions."""
+"""Drawing a hierarchy: an indented text tree, and an HTML outline of the tree that
+fits any screen.
+
+The outline opens the decision path (each decision with its probability) and shows
+every sibling along it collapsed, with the number of classes under it; a click on a
+collapsed node opens it (a few lines of inline script build its children from the
+tree, embedded once per page as JSON). A 1000-class tree is as wide as its depth.
+Pages are composed by :mod:`torchexplain.report` (:class:`~torchexplain.report.TreeSection`).
+"""
 
 from __future__ import annotations
 
 import html
+import json
 from typing import Sequence
-
-X_STEP, Y_STEP, MARGIN, RADIUS = 90, 80, 60, 7
 
 
 def _real(decisions: Sequence[dict] | None) -> list[dict]:
@@ -34,74 +40,107 @@ def tree_text(hierarchy, decisions: Sequence[dict] | None = None) -> str:
     return "\n".join(lines)
 
 
-def _layout(hierarchy) -> dict[int, tuple[float, float]]:
-    """Leaves evenly spaced left to right in tree order; an inner node centred over
-    its children; depth downwards."""
-    pos: dict[int, tuple[float, float]] = {}
-    next_x = [MARGIN]
-
-    def place(node: int, depth: int) -> float:
-        y = MARGIN + depth * Y_STEP
-        kids = hierarchy.children[node]
-        if not kids:
-            x = next_x[0]
-            next_x[0] += X_STEP
-        else:
-            xs = [place(child, depth + 1) for child in kids]
-            x = (min(xs) + max(xs)) / 2
-        pos[node] = (x, y)
-        return x
-
-    place(hierarchy.root, 0)
-    return pos
-
-
-def tree_svg(hierarchy, decisions: Sequence[dict] | None = None) -> str:
-    chosen = _chosen(decisions)
-    on_path = set(chosen) | ({hierarchy.root} if chosen else set())
-    pos = _layout(hierarchy)
-    width = max(x for x, _ in pos.values()) + MARGIN
-    height = max(y for _, y in pos.values()) + MARGIN
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
-             f'viewBox="0 0 {width:.0f} {height:.0f}" font-family="sans-serif" font-size="12">']
-    for parent, kids in enumerate(hierarchy.children):
-        for child in kids:
-            (x1, y1), (x2, y2) = pos[parent], pos[child]
-            hot = parent in on_path and child in chosen
-            colour, w = ("#d62728", 3) if hot else ("#999", 1)
-            parts.append(f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" stroke="{colour}" '
-                         f'stroke-width="{w}"/>')
-            if hot:
-                parts.append(f'<text x="{(x1 + x2) / 2 + 4:.1f}" y="{(y1 + y2) / 2:.1f}" fill="#d62728">'
-                             f'{100 * chosen[child]:.1f}%</text>')
-    for node, (x, y) in pos.items():
-        fill = "#d62728" if node in on_path else ("#fff" if hierarchy.children[node] else "#ddd")
-        name = html.escape(hierarchy.names[node])
-        dy = -RADIUS - 4 if hierarchy.children[node] else RADIUS + 14
-        parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{RADIUS}" fill="{fill}" stroke="#333"/>')
-        parts.append(f'<text x="{x:.1f}" y="{y + dy:.1f}" text-anchor="middle"><title>{name}</title>{name}</text>')
-    parts.append("</svg>")
-    return "\n".join(parts)
-
-
-def _steps_text(decisions: Sequence[dict]) -> str:
+def steps_html(decisions: Sequence[dict]) -> str:
+    """The decisions as ``name (p%) → name (p%) …`` HTML."""
     return " &rarr; ".join(f"{html.escape(d['name'])} ({100 * d['prob']:.2f}%)" for d in _real(decisions))
+
+
+def tree_data(hierarchy, data_id: str) -> str:
+    """The tree as JSON in a ``<script type="application/json">`` block, for the
+    outline's script: node names, children and the number of classes under each."""
+    counts = [0] * hierarchy.n_nodes
+
+    def count(node: int) -> int:
+        counts[node] = 1 if hierarchy.is_leaf(node) else sum(count(c) for c in hierarchy.children[node])
+        return counts[node]
+
+    count(hierarchy.root)
+    data = {"names": hierarchy.names, "children": hierarchy.children, "classes": counts}
+    text = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+    return f'<script type="application/json" id="{html.escape(data_id)}">{text}</script>'
+
+
+def _node(hierarchy, node: int, chosen: dict[int, float], open_nodes: set[int], counts) -> str:
+    name = html.escape(hierarchy.names[node])
+    kids = hierarchy.children[node]
+    if node in chosen:
+        p = chosen[node]
+        label = (f'<span class="nbdt-name">{name}</span> <span class="nbdt-prob">{100 * p:.1f}%</span>'
+                 f'<span class="nbdt-bar" style="width:{60 * p:.0f}px"></span>')
+    else:
+        label = f'<span class="nbdt-name">{name}</span>'
+    cls = ["nbdt-node"] + (["nbdt-path"] if node in chosen or node == hierarchy.root else [])
+    if not kids:
+        return f'<li class="{" ".join(cls + ["nbdt-leaf"])}" data-node="{node}">{label}</li>'
+    if node in open_nodes:
+        inner = "".join(_node(hierarchy, c, chosen, open_nodes, counts) for c in kids)
+        return (f'<li class="{" ".join(cls)}" data-node="{node}"><button class="nbdt-toggle" '
+                f'aria-expanded="true" title="collapse">&#9662;</button>{label}<ul>{inner}</ul></li>')
+    return (f'<li class="{" ".join(cls)}" data-node="{node}"><button class="nbdt-toggle" aria-expanded="false" '
+            f'title="expand">&#9656;</button>{label} <span class="nbdt-count">{counts[node]} classes</span></li>')
+
+
+def tree_view(hierarchy, decisions: Sequence[dict] | None, data_id: str) -> str:
+    """The outline of ``hierarchy`` (an HTML fragment): the decision path open,
+    everything else collapsed; without ``decisions``, the root and its children.
+    ``data_id`` names the :func:`tree_data` block that its script reads."""
+    chosen = _chosen(decisions)
+    open_nodes = {hierarchy.root} | {n for n in chosen if hierarchy.children[n]}
+    counts = [len(hierarchy.leaves(n)) for n in range(hierarchy.n_nodes)]
+    body = _node(hierarchy, hierarchy.root, chosen, open_nodes, counts)
+    return f'<div class="nbdt" data-tree="{html.escape(data_id)}"><ul>{body}</ul></div>'
+
+
+TREE_CSS = """
+.nbdt ul{list-style:none;margin:0;padding-left:1.4em;border-left:1px solid #ccd}
+.nbdt>ul{border-left:none;padding-left:0}
+.nbdt li{margin:2px 0;white-space:nowrap}
+.nbdt-toggle{border:none;background:none;cursor:pointer;width:1.4em;padding:0;color:#555;font-size:.9em}
+.nbdt-leaf{padding-left:1.4em}
+.nbdt-path>.nbdt-name{color:#b2182b;font-weight:600}
+.nbdt-prob{color:#b2182b;font-variant-numeric:tabular-nums;margin-left:.3em}
+.nbdt-bar{display:inline-block;height:.55em;background:#b2182b;opacity:.55;margin-left:.4em;border-radius:2px}
+.nbdt-count{color:#888;font-size:.85em;margin-left:.3em}
+"""
+
+#: opens and closes outline nodes; builds a collapsed node's children on first open
+TREE_JS = """
+(function(){
+var cache={};
+function data(id){return cache[id]||(cache[id]=JSON.parse(document.getElementById(id).textContent));}
+function esc(s){var d=document.createElement('span');d.textContent=s;return d.innerHTML;}
+function item(t,n){
+  var li=document.createElement('li');li.className='nbdt-node';li.dataset.node=n;
+  var name='<span class="nbdt-name">'+esc(t.names[n])+'</span>';
+  if(!t.children[n].length){li.className+=' nbdt-leaf';li.innerHTML=name;return li;}
+  li.innerHTML='<button class="nbdt-toggle" aria-expanded="false" title="expand">&#9656;</button>'+name+
+    ' <span class="nbdt-count">'+t.classes[n]+' classes</span>';
+  return li;
+}
+document.addEventListener('click',function(e){
+  var b=e.target.closest&&e.target.closest('.nbdt-toggle');if(!b)return;
+  var li=b.parentElement,ul=li.querySelector(':scope>ul');
+  if(!ul){
+    var t=data(li.closest('.nbdt').dataset.tree);ul=document.createElement('ul');
+    t.children[li.dataset.node].forEach(function(c){ul.appendChild(item(t,c));});
+    li.appendChild(ul);
+  }else{ul.hidden=!ul.hidden;}
+  b.setAttribute('aria-expanded',String(!ul.hidden));b.innerHTML=ul.hidden?'&#9656;':'&#9662;';
+  b.title=ul.hidden?'expand':'collapse';
+});
+})();
+"""
 
 
 def trees_html(hierarchy, rows: Sequence[tuple[str, Sequence[dict] | None]],
                title: str = "Neural-backed decision tree") -> str:
     """A self-contained page: for each ``(caption, decisions)`` row, the decisions and
-    the tree with that path highlighted (one plain tree when ``rows`` is empty)."""
-    sections = []
-    for caption, decisions in rows or [("", None)]:
-        head = f"<h2>{html.escape(caption)}</h2>" if caption else ""
-        steps = f"<p>Decisions: {_steps_text(decisions)}</p>" if decisions else ""
-        sections.append(f'{head}{steps}<div style="overflow-x: auto">{tree_svg(hierarchy, decisions)}</div>')
-    return (
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
-        f"<title>{html.escape(title)}</title></head>\n<body style=\"font-family: sans-serif\">\n"
-        f"<h1>{html.escape(title)}</h1>\n" + "\n".join(sections) + "\n</body></html>\n"
-    )
+    the outline with that path open (one plain outline when ``rows`` is empty)."""
+    from ..report import Page, TreeSection
+    from .results import TreeDecisions
+
+    tree = TreeDecisions(hierarchy, [(c, list(d) if d else []) for c, d in rows])
+    return Page(title).add(TreeSection(tree, open_trees=True, title="")).html()
 
 
 def tree_html(hierarchy, decisions: Sequence[dict] | None = None, title: str = "Neural-backed decision tree") -> str:

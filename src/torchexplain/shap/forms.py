@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..core.batching import evaluate_rows
+from ..core.forward import ForwardAdapter
 from ..core.hooks import model_guard
 from ..core.inputs import as_tuple
 
@@ -90,15 +92,19 @@ def checked_output(out, n_rows: int) -> Tensor:
 
 
 def model_outputs(model, inputs: Sequence[Tensor], batch_size) -> Tensor:
-    """The model's outputs for ``inputs`` without gradients, ``batch_size`` rows at a
-    time (all at once when it is not an int)."""
+    """The model's outputs for ``inputs`` without gradients, through the forward
+    adapter and the chunked evaluator: ``batch_size`` rows at a time (all at once
+    when it is not an int)."""
     n = inputs[0].shape[0]
-    step = batch_size if isinstance(batch_size, int) else n
+    adapter = ForwardAdapter(model, n)
     parts = []
+
+    def run(a: int, b: int) -> None:
+        out = adapter.call(tuple(x[a:b] for x in inputs), torch.arange(a, b))
+        parts.append(checked_output(out, b - a).detach())
+
     with torch.no_grad():
-        for a in range(0, n, step):
-            rows = tuple(x[a:a + step] for x in inputs)
-            parts.append(checked_output(model(*rows), rows[0].shape[0]).detach())
+        evaluate_rows(n, run, batch_size if isinstance(batch_size, int) else None)
     return torch.cat(parts)
 
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import numbers
+from typing import Sequence
 
 import torch
 from torch import Tensor
 
 from ..attr.seeding import make_generator, positive_int
 from ..core.batching import check_chunk_size
-from ..core.gradients import is_layout_error, wants_channels_last
+from ..core.forward import ForwardAdapter
+from ..core.gradients import RowRunner, row_gradients
 from ..core.hooks.layers import LayerTap, layer_name, resolve_layer
+from ..core.sampling import PathDraws, Sampler
 from ..core.targets import output_ranks
 from .forms import (
     background_tensors,
@@ -25,7 +28,6 @@ from .forms import (
 )
 from .explanation import Explanation
 from .layer import layer_inputs, output_passes_through, probe_feeds, split_model
-from .sampling import PairDraws, RankTotals, rank_gradients, same_layout
 
 COMPAT = (None, "shap")
 
@@ -99,89 +101,130 @@ class GradientExplainer:
         floating = self.layer is None or self.compat == "shap" or self.local_smoothing > 0
         inputs = explained_inputs(X, self.data, self.multi_input, floating=floating)
         nsamples = positive_int(nsamples, "nsamples")
-        generator = make_generator(seed=rseed)
+        sampler = Sampler(make_generator(seed=rseed))
         n = inputs[0].shape[0]
+        adapter = ForwardAdapter(self.model, n)
         with borrowed(self.model):
             ranks = output_ranks(model_outputs(self.model, inputs, self.batch_size), ranked_outputs, output_rank_order)
-            draws = PairDraws(inputs, self.data, nsamples, self.local_smoothing, generator)
+            draws = PathDraws(inputs, self.data, nsamples, (self.local_smoothing,) * len(inputs), sampler)
             totals = RankTotals(n, ranks.shape[1])
-            paths = self._paths(inputs, draws, ranks, totals)
-            rank_gradients(
-                self.model, n * nsamples, paths.build, paths.score, paths.consume,
-                chunk=self.batch_size, wrt=paths.wrt,
+            paths = self._paths(adapter, draws, ranks, totals)
+            # every ranked output from one forward pass, one backward each; a tensor
+            # that does not reach the output gets zero gradients (shap's answer)
+            row_gradients(
+                adapter, n * nsamples, paths.build, paths.consume, internal_batch_size=self.batch_size,
+                score=paths.score, wrt=paths.wrt, grad_kwargs={"materialize_grads": True}, multi_output=True,
+                runner=paths.runner,
             )
         return with_ranks(shap_form(totals.means(nsamples)), ranks, ranked_outputs)
 
-    def _paths(self, inputs, draws, ranks, totals):
+    def _paths(self, adapter, draws, ranks, totals):
         if self.layer is None:
-            return InputPaths(self.model, draws, ranks, totals)
+            return InputPaths(adapter, draws, ranks, totals)
         tap = LayerTap(self.layer, to_input=True, name=layer_name(self.model, self.layer))
         if self.compat == "shap":
-            return ShapLayerPaths(self.model, draws, ranks, totals, tap)
-        return AdditiveLayerPaths(self.model, draws, ranks, totals, tap, self.batch_size)
+            return ShapLayerPaths(adapter, draws, ranks, totals, tap)
+        return AdditiveLayerPaths(adapter, draws, ranks, totals, tap, self.batch_size)
 
 
 def _image_layout(values: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     return tuple(v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for v in values)
 
 
+def channels_last_layout(t: Tensor) -> bool:
+    return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
+
+def same_layout(t: Tensor, like: Tensor) -> Tensor:
+    """``t`` in ``like``'s memory layout (channels-last or contiguous)."""
+    return t.contiguous(memory_format=torch.channels_last if channels_last_layout(like) else torch.contiguous_format)
+
+
+class RankTotals:
+    """Per ranked output, the sums over samples of each example's attributions."""
+
+    def __init__(self, n: int, n_ranks: int):
+        self.n, self.n_ranks = n, n_ranks
+        self.sums: list[list[Tensor]] = []
+
+    def add(self, examples: Tensor, k: int, values: Sequence[Tensor]) -> None:
+        if not self.sums:  # in the values' layout: index_add_ across layouts is many times slower
+            self.sums = [[same_layout(v.new_zeros((self.n,) + v.shape[1:]), v) for v in values]
+                         for _ in range(self.n_ranks)]
+        for total, v in zip(self.sums[k], values):
+            total.index_add_(0, examples.to(v.device), v)
+
+    def means(self, n_samples: int) -> list[Tensor]:
+        """Per explained tensor, (N, K, *features) means over the samples."""
+        return [torch.stack([per_rank[i] for per_rank in self.sums], 1) / n_samples for i in range(len(self.sums[0]))]
+
+
 class _Paths:
-    """One form of expected gradients: ``build`` feeds the model a chunk of pairs,
-    ``score`` runs it, and ``consume`` adds ``grads * deltas`` of one ranked output;
-    ``wrt`` (None: the inputs) gives what is differentiated."""
+    """One form of expected gradients, for :func:`~torchexplain.core.gradients.row_gradients`:
+    ``build`` feeds the model a chunk of rows (row ``r``: example ``r % N``, sample
+    ``r // N``), ``score`` runs it and gives the rows' ranked outputs, and ``consume``
+    adds ``grads * deltas`` of one ranked output; ``wrt`` (None: the inputs) gives
+    what is differentiated, and ``runner`` the layout the chunk is fed in."""
 
     wrt = None
 
-    def __init__(self, model, draws: PairDraws, ranks: Tensor, totals: RankTotals):
-        self.model, self.draws, self.ranks, self.totals = model, draws, ranks, totals
+    def __init__(self, adapter: ForwardAdapter, draws: PathDraws, ranks: Tensor, totals: RankTotals):
+        self.adapter, self.draws, self.ranks, self.totals = adapter, draws, ranks, totals
         self.deltas: tuple[Tensor, ...] = ()
+        self.runner = RowRunner()
 
-    def scores(self, out, pairs: Tensor) -> Tensor:
-        return rank_scalars(checked_output(out, len(pairs)), self.ranks[self.draws.examples(pairs)])
+    def scores(self, out, rows: Tensor) -> Tensor:
+        out = checked_output(out, len(rows))
+        if not out.requires_grad:
+            raise ValueError(
+                "the model output does not depend differentiably on the explained values; check that the "
+                "model does not detach, round or argmax its output"
+            )
+        return rank_scalars(out, self.ranks[self.draws.examples(rows)])
 
-    def consume(self, pairs: Tensor, k: int, grads) -> None:
-        self.totals.add(self.draws.examples(pairs), k, [g * d for g, d in zip(grads, self.deltas)])
+    def consume(self, rows: Tensor, examples: Tensor, grads, scalars, k: int) -> None:
+        self.totals.add(examples, k, [g * d for g, d in zip(grads, self.deltas)])
 
 
 class InputPaths(_Paths):
     """Expected gradients of the inputs: the model runs at the interpolated points."""
 
-    def build(self, pairs: Tensor):
-        starts, ends = self.draws.starts(pairs), self.draws.ends(pairs)
+    def build(self, rows: Tensor, examples: Tensor):
+        starts, ends = self.draws.starts(rows), self.draws.ends(rows)
         self.deltas = tuple(e - s for s, e in zip(starts, ends))
-        return self.draws.between(pairs, starts, ends)
+        return self.draws.between(rows, starts, ends)
 
-    def score(self, inputs, pairs: Tensor) -> Tensor:
-        return self.scores(self.model(*inputs), pairs)
+    def score(self, inputs, rows: Tensor, examples: Tensor) -> Tensor:
+        return self.scores(self.adapter.call(inputs, examples), rows)
 
 
 class _LayerPaths(_Paths):
     """Gradients with respect to a layer's input, recorded (or replaced) by ``tap``."""
 
-    def __init__(self, model, draws, ranks, totals, tap: LayerTap):
-        super().__init__(model, draws, ranks, totals)
+    def __init__(self, adapter, draws, ranks, totals, tap: LayerTap):
+        super().__init__(adapter, draws, ranks, totals)
         self.tap = tap
         self.values: tuple[Tensor, ...] = ()
 
     def wrt(self):
         return self.values
 
-    def run(self, inputs, pairs: Tensor, replace=None) -> Tensor:
+    def run(self, inputs, rows: Tensor, examples: Tensor, replace=None) -> Tensor:
         with self.tap.recording(replace=replace, grad=True) as record:
-            out = self.model(*inputs)
+            out = self.adapter.call(inputs, examples)
         self.values = record.values
-        return self.scores(out, pairs)
+        return self.scores(out, rows)
 
 
 class ShapLayerPaths(_LayerPaths):
     """shap's layer formula: the model runs at points interpolated in input space;
     gradients with respect to the layer's input there, times that input."""
 
-    def build(self, pairs: Tensor):
-        return self.draws.between(pairs, self.draws.starts(pairs), self.draws.ends(pairs))
+    def build(self, rows: Tensor, examples: Tensor):
+        return self.draws.between(rows, self.draws.starts(rows), self.draws.ends(rows))
 
-    def score(self, inputs, pairs: Tensor) -> Tensor:
-        scores = self.run(inputs, pairs)
+    def score(self, inputs, rows: Tensor, examples: Tensor) -> Tensor:
+        scores = self.run(inputs, rows, examples)
         self.deltas = tuple(v.detach() for v in self.values)
         return scores
 
@@ -195,48 +238,39 @@ class AdditiveLayerPaths(_LayerPaths):
     computed once (forward passes stopped at the layer); when the layer's input is a
     cut of the model, each chunk feeds the model a single example row and the
     prefix's result is replaced by the chunk's points. Otherwise the model is fed
-    each pair's (smoothed) example and the points start from the layer input it
-    computed."""
+    each row's (smoothed) example and the points start from the layer input it
+    computed. The points take the layout of the chunk from the runner (channels-last
+    where that is faster, with the runner's one fallback)."""
 
-    def __init__(self, model, draws, ranks, totals, tap: LayerTap, batch_size):
-        super().__init__(model, draws, ranks, totals, tap)
+    def __init__(self, adapter, draws, ranks, totals, tap: LayerTap, batch_size):
+        super().__init__(adapter, draws, ranks, totals, tap)
+        model = adapter.forward_func
         # kept channels-last where 4-D: chunks of points are fed that way (faster on CPU),
         # and elementwise work between layouts is slow
-        self.starts = _image_layout(layer_inputs(model, tap, draws.background, batch_size))
+        self.starts = _image_layout(layer_inputs(model, tap, draws.baselines, batch_size))
         self.ends = None
-        if draws.noise[0] is None:
+        if not draws.smoothed:
             ends = layer_inputs(model, tap, draws.inputs, batch_size)
             two_rows = tuple(torch.cat([e[:1], s[:1]]) for e, s in zip(ends, self.starts))
-            if output_passes_through(model, tap, probe_feeds(draws.inputs, draws.background), two_rows):
+            if output_passes_through(model, tap, probe_feeds(draws.inputs, draws.baselines), two_rows):
                 self.ends = _image_layout(ends)
         self.single_feed = tuple(x[:1] for x in draws.inputs)
-        self.channels_last, self.converted = True, False
 
-    def build(self, pairs: Tensor):
-        return self.single_feed if self.ends is not None else self.draws.ends(pairs)
+    def build(self, rows: Tensor, examples: Tensor):
+        return self.single_feed if self.ends is not None else self.draws.ends(rows)
 
-    def score(self, inputs, pairs: Tensor) -> Tensor:
-        self.converted = False
-        try:
-            return self.run(inputs, pairs, self.replacement(pairs, self.channels_last))
-        except RuntimeError as err:
-            if not self.converted or not is_layout_error(err):
-                raise
-        self.channels_last = False  # the model needs the given layout (e.g. it calls .view)
-        return self.run(inputs, pairs, self.replacement(pairs, False))
+    def score(self, inputs, rows: Tensor, examples: Tensor) -> Tensor:
+        fed = examples if self.ends is None else torch.zeros(1, dtype=torch.long)  # the single feed: example 0
+        return self.run(inputs, rows, fed, self.replacement(rows))
 
-    def replacement(self, pairs: Tensor, channels_last: bool):
-        """The layer-input replacement for ``pairs``: their points, channels-last where
-        the evaluator would feed such a chunk channels-last (it is faster on CPU)."""
+    def replacement(self, rows: Tensor):
+        """The layer-input replacement for ``rows``: their points, in the runner's layout."""
 
         def replace(found):
-            starts = self.draws.starts(pairs, self.starts)
-            ends = found if self.ends is None else self.draws.rows_of(pairs, self.ends)
+            starts = self.draws.starts(rows, self.starts)
+            ends = found if self.ends is None else self.draws.example_values(rows, self.ends)
             ends = tuple(same_layout(e, s) for e, s in zip(ends, starts))
             self.deltas = tuple(e - s for s, e in zip(starts, ends))
-            points = self.draws.between(pairs, starts, ends)
-            self.converted = channels_last and wants_channels_last(points)
-            layout = torch.channels_last if self.converted else torch.contiguous_format
-            return tuple(p.contiguous(memory_format=layout) for p in points)
+            return self.runner.layout(self.draws.between(rows, starts, ends), torch.contiguous_format)
 
         return replace

@@ -18,6 +18,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from ..core.batching import evaluate_rows
+from ..core.forward import ForwardAdapter
 from ..core.hooks import frozen_parameters
 from ..core.hooks.layers import LayerTap
 
@@ -38,17 +40,21 @@ def layer_inputs(model, tap: LayerTap, inputs: Sequence[Tensor], batch_size) -> 
         raise _ReachedLayer
 
     n = inputs[0].shape[0]
-    step = batch_size if isinstance(batch_size, int) else n
+    adapter = ForwardAdapter(model, n)
+
+    def run(a: int, b: int) -> None:
+        before = len(found)
+        try:
+            adapter.call(tuple(x[a:b] for x in inputs), torch.arange(a, b))
+        except _ReachedLayer:
+            pass
+        if len(found) != before + 1:
+            raise ValueError(f"layer {tap.name!r} did not run in the model's forward pass")
+
     handle = tap.layer.register_forward_pre_hook(stop)
     try:
         with torch.no_grad():
-            for a in range(0, n, step):
-                try:
-                    model(*(x[a:a + step] for x in inputs))
-                except _ReachedLayer:
-                    pass
-                if len(found) != a // step + 1:
-                    raise ValueError(f"layer {tap.name!r} did not run in the model's forward pass")
+            evaluate_rows(n, run, batch_size if isinstance(batch_size, int) else None)
     finally:
         handle.remove()
     return tuple(torch.cat([values[i] for values in found]) for i in range(len(found[0])))
@@ -60,12 +66,13 @@ def output_passes_through(model, tap: LayerTap, feeds: Sequence[Sequence[Tensor]
     ``values`` (two rows), the output must have two rows, no differentiable path
     from the fed inputs, and the same values every time."""
     outputs = []
+    adapter, first = ForwardAdapter(model, 1), torch.zeros(1, dtype=torch.long)
     try:
         with frozen_parameters(model), torch.enable_grad():
-            for feed in feeds:
+            for feed in feeds:  # a probe of a few single rows, not an evaluation of rows
                 fed = tuple(x.detach().requires_grad_().clone() if x.is_floating_point() else x for x in feed)
                 with tap.recording(replace=lambda found: values):
-                    out = model(*fed)
+                    out = adapter.call(fed, first)
                 if not isinstance(out, Tensor) or out.dim() == 0 or out.shape[0] != 2 or out.requires_grad:
                     return False
                 outputs.append(out.detach())

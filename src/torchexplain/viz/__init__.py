@@ -1,22 +1,43 @@
 """Pictures of explanations: image and time-series attributions, CAM overlays, word
-attributions.
+attributions, and matplotlib figures of an :class:`~torchexplain.Explanation`.
 
-Importing this package never imports ``matplotlib.pyplot`` or picks a backend;
-pyplot is loaded only by calls made with ``use_pyplot=True``.
+Importing this package imports nothing heavy: each name is loaded from its module on
+first use, so ``torchexplain.viz.arrays`` (NumPy forms, used by the HTML report)
+never imports matplotlib, and ``matplotlib.pyplot`` is loaded only by calls made
+with ``use_pyplot=True``.
 """
 
-from .image import normalize_attr, visualize_image_attr, visualize_image_attr_multiple
-from .overlay import overlay_heatmap, save_png
-from .text import VisualizationDataRecord, visualize_text
-from .timeseries import visualize_timeseries_attr
+import importlib
 
-__all__ = [
-    "VisualizationDataRecord",
-    "normalize_attr",
-    "overlay_heatmap",
-    "save_png",
-    "visualize_image_attr",
-    "visualize_image_attr_multiple",
-    "visualize_text",
-    "visualize_timeseries_attr",
-]
+_WHERE = {
+    "VisualizationDataRecord": "text",
+    "explanation_figures": "explanation",
+    "figure_png": "explanation",
+    "normalize_attr": "image",
+    "overlay_heatmap": "overlay",
+    "plot_explanation": "explanation",
+    "save_figures": "explanation",
+    "save_png": "overlay",
+    "visualize_image_attr": "image",
+    "visualize_image_attr_multiple": "image",
+    "visualize_text": "text",
+    "visualize_timeseries_attr": "timeseries",
+}
+
+_SUBMODULES = ("arrays", "explanation", "image", "masks", "overlay", "text", "timeseries")
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'torchexplain.viz' has no attribute {name!r}")
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(_WHERE) | set(_SUBMODULES))

@@ -73,6 +73,16 @@ def to_hwc(value: Any, name: str) -> np.ndarray:
     return array
 
 
+def cumulative_threshold(magnitudes: np.ndarray, percent: float) -> Any:
+    """Smallest sorted magnitude at which the running total reaches ``percent`` % of
+    the sum (Captum's ``outlier_perc`` rule: values above it saturate)."""
+    ascending = np.sort(magnitudes, axis=None)
+    running = np.cumsum(ascending)
+    target = running[-1] * 0.01 * percent
+    index = int(np.searchsorted(running, target, side="left"))
+    return ascending[min(index, ascending.size - 1)]
+
+
 def check_finite(array: np.ndarray, name: str) -> None:
     if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
         raise ValueError(f"{name} contains NaN or infinite values")

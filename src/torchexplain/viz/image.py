@@ -18,6 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.colors import Colormap, LinearSegmentedColormap
 from matplotlib.figure import Figure
 
+from .arrays import cumulative_threshold as _cumulative_threshold
 from .arrays import (
     check_choice,
     check_finite,
@@ -39,15 +40,6 @@ def check_outlier_perc(outlier_perc: Any) -> float:
     if not 0.0 <= float(outlier_perc) < 100.0:
         raise ValueError(f"outlier_perc must be in [0, 100); got {outlier_perc!r}")
     return outlier_perc
-
-
-def _cumulative_threshold(magnitudes: np.ndarray, percent: float) -> Any:
-    """Smallest sorted magnitude at which the running total reaches ``percent`` % of the sum."""
-    ascending = np.sort(magnitudes, axis=None)
-    running = np.cumsum(ascending)
-    target = running[-1] * 0.01 * percent
-    index = int(np.searchsorted(running, target, side="left"))
-    return ascending[min(index, ascending.size - 1)]
 
 
 def normalize_attr(
