@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP_FLAGS ?= --disable-pip-version-check -q
 
-.PHONY: test demo install bench clean
+.PHONY: test test-fast demo install bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -14,6 +14,9 @@ install: $(VENV)/.installed
 
 test: install
 	$(PY) -m pytest tests -q
+
+test-fast: install
+	$(PY) -m pytest tests -q -m "not slow and not browser and not gpu"
 
 demo: install
 	$(VENV)/bin/torchexplain demo

@@ -337,15 +337,25 @@ def fmt(value: float | None, spec: str) -> str:
 
 
 def print_table(rows: list[Row]) -> None:
-    header = ("method", "batch", "rows", "reps", "ours s", "captum s", "ours/captum", "floor s", "ours/floor", "captum/floor")
+    header = (
+        "method", "batch", "rows", "reps", "ours s", "captum s", "ours/captum", "floor s", "ours/floor", "captum/floor"
+    )
     lines = []
     for r in rows:
-        lines.append((
-            r.method, str(r.batch), str(r.rows), str(r.repeats),
-            fmt(r.ours, ".3f"), fmt(r.captum, ".3f"), fmt(r.ratio, ".2f"), fmt(r.floor, ".3f"),
-            fmt(None if r.ours is None or not r.floor else r.ours / r.floor, ".2f"),
-            fmt(None if r.captum is None or not r.floor else r.captum / r.floor, ".2f"),
-        ))
+        lines.append(
+            (
+                r.method,
+                str(r.batch),
+                str(r.rows),
+                str(r.repeats),
+                fmt(r.ours, ".3f"),
+                fmt(r.captum, ".3f"),
+                fmt(r.ratio, ".2f"),
+                fmt(r.floor, ".3f"),
+                fmt(None if r.ours is None or not r.floor else r.ours / r.floor, ".2f"),
+                fmt(None if r.captum is None or not r.floor else r.captum / r.floor, ".2f"),
+            )
+        )
     widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(header)]
 
     def render(cells):
@@ -362,16 +372,28 @@ def print_table(rows: list[Row]) -> None:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--repeats", type=int, default=5,
-                   help="timed repeats per library for the smallest batch (larger batches use max(2, repeats // 2))")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=5,
+        help="timed repeats per library for the smallest batch (larger batches use max(2, repeats // 2))",
+    )
     p.add_argument("--quick", action="store_true", help="2 repeats and only the 1x batch")
     p.add_argument("--batches", default="1,8", help="comma-separated batch sizes (default 1,8)")
     p.add_argument("--methods", default="", help="comma-separated method names to run (default: all)")
-    p.add_argument("--floor-chunk", type=int, default=32,
-                   help="largest block of rows in one forward + backward when measuring the floor; blocks of "
-                        "at most 8 rows are tried too, and the faster counts (default 32)")
-    p.add_argument("--captum-internal-batch-size", type=int, default=None,
-                   help="internal_batch_size passed to Captum's IntegratedGradients (default: Captum's own, all rows at once)")
+    p.add_argument(
+        "--floor-chunk",
+        type=int,
+        default=32,
+        help="largest block of rows in one forward + backward when measuring the floor; blocks of "
+        "at most 8 rows are tried too, and the faster counts (default 32)",
+    )
+    p.add_argument(
+        "--captum-internal-batch-size",
+        type=int,
+        default=None,
+        help="internal_batch_size passed to Captum's IntegratedGradients (default: Captum's own, all rows at once)",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: the CPUs this process may use)")
     p.add_argument("--show-warnings", action="store_true", help="do not silence library warnings")
     args = p.parse_args(argv)
@@ -398,12 +420,17 @@ def main(argv=None) -> int:
     import torchexplain.attr as ours_attr
     from torchexplain import config
 
-    print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, captum {captum.__version__}, "
-          f"torchexplain {torchexplain.__version__}, python {platform.python_version()}")
+    print(
+        f"torch {torch.__version__}, torchvision {torchvision.__version__}, captum {captum.__version__}, "
+        f"torchexplain {torchexplain.__version__}, python {platform.python_version()}"
+    )
     print(f"threads {torch.get_num_threads()}, CPU: {cpu_name()} ({cpu_count()} usable)")
-    print(f"model resnet18 (random init, eval, CPU), inputs Bx{'x'.join(map(str, IMAGE))}, batches {args.batches}, "
-          f"repeats {args.repeats} (larger batches max(2, {args.repeats}//2)), "
-          f"torchexplain memory budget {config.resolve_memory_budget('cpu') / 2**30:.2f} GiB, floor chunk {args.floor_chunk}")
+    print(
+        f"model resnet18 (random init, eval, CPU), inputs Bx{'x'.join(map(str, IMAGE))}, batches {args.batches}, "
+        f"repeats {args.repeats} (larger batches max(2, {args.repeats}//2)), "
+        f"torchexplain memory budget {config.resolve_memory_budget('cpu') / 2**30:.2f} GiB, "
+        f"floor chunk {args.floor_chunk}"
+    )
     warning = busy_warning(load_average(), 0, cpu_count())
     print(f"load average at start: {fmt(load_average(), '.2f')}" + (f"\n{warning}" if warning else ""))
     print()
@@ -447,10 +474,12 @@ def main(argv=None) -> int:
                         captum_failed[method.name] = side.error
                     msg = f"{method.name} x{batch}: {label} failed ({side.error})"
                     notes.append(msg + ("; compared with the floor alone" if label == "captum" else ""))
-            print(f"[{time.perf_counter() - started:6.1f}s] {method.name} x{batch} ({row.rows} rows): "
-                  f"ours {fmt(row.ours, '.3f')} s, captum {fmt(row.captum, '.3f')} s, floor {fmt(row.floor, '.3f')} s"
-                  + (f"  [captum failed: {captum_failed[method.name]}]" if method.name in captum_failed else ""),
-                  flush=True)
+            print(
+                f"[{time.perf_counter() - started:6.1f}s] {method.name} x{batch} ({row.rows} rows): "
+                f"ours {fmt(row.ours, '.3f')} s, captum {fmt(row.captum, '.3f')} s, floor {fmt(row.floor, '.3f')} s"
+                + (f"  [captum failed: {captum_failed[method.name]}]" if method.name in captum_failed else ""),
+                flush=True,
+            )
 
     print()
     print_table(results)
@@ -458,9 +487,11 @@ def main(argv=None) -> int:
     explained = [m for m in methods if m.note]
     if explained:
         print("settings: " + "; ".join(f"{m.name}: {m.note}" for m in explained))
-    print("rows = forward+backward rows the method evaluates; floor = the fastest forward+backward over those rows "
-          f"(blocks of at most 8 or {args.floor_chunk} rows, contiguous or channels-last, best of {floor.tries}); "
-          "medians in seconds")
+    print(
+        "rows = forward+backward rows the method evaluates; floor = the fastest forward+backward over those rows "
+        f"(blocks of at most 8 or {args.floor_chunk} rows, contiguous or channels-last, best of {floor.tries}); "
+        "medians in seconds"
+    )
     for msg in notes:
         print("note: " + msg)
     end_load = load_average()

@@ -96,7 +96,9 @@ def run_child(library: str, args: argparse.Namespace) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--with-captum", action="store_true", help="also run Captum (default internal_batch_size: 1200 rows at once)")
+    p.add_argument(
+        "--with-captum", action="store_true", help="also run Captum (default internal_batch_size: 1200 rows at once)"
+    )
     p.add_argument("--captum-internal-batch-size", type=int, default=None, help="internal_batch_size for Captum")
     p.add_argument("--threads", type=int, default=None, help="torch threads in the children (default: torch's)")
     p.add_argument("--check", action="store_true", help=f"exit 1 when ours peaks over {LIMIT_GB:g} GB")
@@ -108,8 +110,10 @@ def main(argv=None) -> int:
 
     import torch
 
-    print(f"torch {torch.__version__}; IntegratedGradients n_steps={N_STEPS}, resnet18 (random init, eval, CPU), "
-          f"inputs {BATCH}x{'x'.join(map(str, IMAGE))} = {N_STEPS * BATCH} rows; one child process per library")
+    print(
+        f"torch {torch.__version__}; IntegratedGradients n_steps={N_STEPS}, resnet18 (random init, eval, CPU), "
+        f"inputs {BATCH}x{'x'.join(map(str, IMAGE))} = {N_STEPS * BATCH} rows; one child process per library"
+    )
     libraries = ["baseline", "ours"] + (["captum"] if args.with_captum else [])
     results = {}
     for library in libraries:
@@ -120,8 +124,10 @@ def main(argv=None) -> int:
             what += f" (internal_batch_size={'None, all rows at once' if ibs is None else ibs})"
         timing = f", timed part {r['seconds']:.1f} s" if "seconds" in r else ""
         status = f"  FAILED: {r['error']}" if "error" in r else ""
-        print(f"{library:8s} peak RSS {r['peak_gb']:6.2f} GB, wall {r['wall']:6.1f} s{timing}  [{what}]{status}",
-              flush=True)
+        print(
+            f"{library:8s} peak RSS {r['peak_gb']:6.2f} GB, wall {r['wall']:6.1f} s{timing}  [{what}]{status}",
+            flush=True,
+        )
     ours = results["ours"]
     print(f"peak RSS ours: {ours['peak_gb']:.2f} GB (limit {LIMIT_GB:g} GB)")
     if "error" in ours:

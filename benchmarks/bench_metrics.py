@@ -30,7 +30,6 @@ import warnings
 
 import torch
 import torchvision
-
 from bench_gradient import busy_warning, cpu_count, cpu_name, fmt, load_average
 from bench_perturbation import ForwardFloor
 

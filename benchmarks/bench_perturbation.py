@@ -60,11 +60,11 @@ class Case:
 
 
 def make_case(svs_samples: int, ks_samples: int) -> Case:
-    from torchexplain import masks
-
     # A natural image (scikit-image's astronaut, shipped with the package), so that
     # SLIC finds real superpixels: on noise it returns a single segment.
     from skimage import data
+
+    from torchexplain import masks
 
     image = torch.from_numpy(data.astronaut()).permute(2, 0, 1).float().div(255).unsqueeze(0)
     image = torch.nn.functional.interpolate(image, size=IMAGE[1:], mode="bilinear", antialias=True).clamp(0, 1)

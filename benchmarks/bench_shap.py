@@ -43,7 +43,6 @@ import warnings
 
 import torch
 import torchvision
-
 from bench_gradient import busy_warning, cpu_count, cpu_name, fmt, load_average, timed
 
 SEED = 0
@@ -116,7 +115,7 @@ class Floor:
     def run(self, shap_formula: bool) -> None:
         for channels_last in (False, True):
             key = (shap_formula, channels_last)
-            t = timed(lambda: floor_run(self.model, *self.args, shap_formula, channels_last))
+            t = timed(lambda: floor_run(self.model, *self.args, shap_formula, channels_last))  # noqa: B023 (called here)
             self.best[key] = min(self.best.get(key, t), t)
 
     def seconds(self, shap_formula: bool) -> float:
@@ -180,7 +179,7 @@ def main(argv=None) -> int:
     for repeat in range(args.repeats):
         order = names if repeat % 2 == 0 else names[::-1]
         for name in order:
-            times[name].append(timed(lambda: sides[name].shap_values(images, **call)))
+            times[name].append(timed(lambda: sides[name].shap_values(images, **call)))  # noqa: B023 (called here)
             print(f"  repeat {repeat + 1}: {name}: {times[name][-1]:.2f} s", flush=True)
         floor.run(False)
         floor.run(True)

@@ -10,11 +10,14 @@ values, so those comparisons are at float32 precision.
 
 from __future__ import annotations
 
+import functools
+
+import captum.attr as ca
 import pytest
 import torch
 from torch import nn
 
-import captum.attr as ca
+import helpers
 from torchexplain.attr.ablation import FeatureAblation, FeaturePermutation
 from torchexplain.attr.occlusion import Occlusion
 from torchexplain.attr.shapley import ShapleyValues, ShapleyValueSampling
@@ -23,13 +26,7 @@ DT = torch.float64
 N = 3
 
 
-def close(ours, theirs, rtol=1e-5, atol=1e-7):
-    ours = ours if isinstance(ours, tuple) else (ours,)
-    theirs = theirs if isinstance(theirs, tuple) else (theirs,)
-    assert len(ours) == len(theirs)
-    for a, b in zip(ours, theirs):
-        assert a.shape == b.shape
-        torch.testing.assert_close(a.to(b.dtype), b, rtol=rtol, atol=atol)
+close = functools.partial(helpers.close, rtol=1e-5, atol=1e-7)
 
 
 # --------------------------------------------------------------------------- models
@@ -242,6 +239,7 @@ SIX = QUADS + 4 * (torch.tensor([0, 0, 1]).view(1, 3, 1, 1) * (QUADS < 2))  # 6 
 @pytest.mark.parametrize(
     "baselines", [None, 0.5, "batch1", "full"], ids=["none", "scalar", "batch1", "full"]
 )
+@pytest.mark.slow
 def test_shapley_values_match_captum(baselines):
     model, x = cnn(), image(n=2)
     g = torch.Generator().manual_seed(6)

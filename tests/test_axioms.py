@@ -5,6 +5,7 @@ smoke-with-values runs on torchvision architectures."""
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -12,13 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import helpers
 import torchexplain.attr as te
 
 DT = torch.float64
 
 
-def close(actual, expected, rtol=1e-7, atol=1e-9):
-    torch.testing.assert_close(actual, torch.as_tensor(expected, dtype=actual.dtype), rtol=rtol, atol=atol)
+close = functools.partial(helpers.close, rtol=1e-7, atol=1e-9)
 
 
 def delta_ok(total, gap, rel=1e-4, abs_=1e-5):
@@ -186,8 +187,7 @@ def randomize_bn(model, seed=3):
                 m.bias.copy_(torch.randn(c, generator=g) * 0.2)
 
 
-def images(n=3, seed=0, size=8, dtype=DT):
-    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+images = functools.partial(helpers.images, dtype=DT)
 
 
 def gaps(net, x, x0, target):
@@ -491,6 +491,7 @@ def rel_diff(a, b):
 
 
 @pytest.mark.parametrize("name", TV_MODELS)
+@pytest.mark.slow
 def test_torchvision_guided_and_deconv(name, tv, tv_input):
     model, x = tv(name), tv_input
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -512,6 +513,7 @@ def test_torchvision_guided_and_deconv(name, tv, tv_input):
 
 
 @pytest.mark.parametrize("name", TV_MODELS)
+@pytest.mark.slow
 def test_torchvision_deeplift(name, tv, tv_input):
     """Finite attributions of the input's shape everywhere; summation-to-delta on the
     nets built only from ReLU, max/avg-pool, BatchNorm, linear ops and concatenation
@@ -533,6 +535,7 @@ def test_torchvision_deeplift(name, tv, tv_input):
         assert not delta_ok(sums(gradient_times_difference(model, x, x0, target)), gap)
 
 
+@pytest.mark.slow
 def test_resnet18_deeplift_summation_to_delta_random_baseline():
     """resnet18 with non-trivial BatchNorm statistics and a random baseline."""
     torchvision = pytest.importorskip("torchvision")

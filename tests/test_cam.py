@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 
 import numpy as np
@@ -30,6 +31,8 @@ from torchexplain.cam.base import min_max
 pgc = pytest.importorskip("pytorch_grad_cam")
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection  # noqa: E402
+
+import helpers  # noqa: E402
 
 ALL = ["GradCAM", "GradCAMPlusPlus", "XGradCAM", "LayerCAM", "HiResCAM", "CAM", "EigenCAM", "ScoreCAM", "AblationCAM"]
 
@@ -77,8 +80,7 @@ def resnet18():
     return torchvision.models.resnet18(num_classes=10).eval()
 
 
-def images(n, size=64, seed=0):
-    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+images = functools.partial(helpers.images, size=64)
 
 
 def layer_values(model, layer, x):
@@ -102,8 +104,7 @@ def peer(name, model, layer, x, targets, **kwargs):
     return torch.from_numpy(np.asarray(out))
 
 
-def close(ours, expected, tol=1e-4):
-    torch.testing.assert_close(ours.float(), expected.float(), rtol=0, atol=tol)
+close = functools.partial(helpers.close, rtol=0, atol=1e-4)
 
 
 def close_scaled(ours, theirs):
@@ -117,6 +118,7 @@ def close_scaled(ours, theirs):
 # --------------------------------------------------------------------------- oracles
 
 
+@pytest.mark.slow
 def test_gradcam_equals_captum_layergradcam():
     from captum.attr import LayerGradCam
 
@@ -128,6 +130,7 @@ def test_gradcam_equals_captum_layergradcam():
 
 
 @pytest.mark.parametrize("name", ["GradCAM", "XGradCAM", "LayerCAM", "HiResCAM"])
+@pytest.mark.slow
 def test_gradient_cams_match_pytorch_grad_cam(name):
     model, x, target = resnet18(), images(2), [3, 8]
     ours = getattr(tc, name)(model, "layer3").attribute(x, target=target)
@@ -156,7 +159,7 @@ def test_scorecam_on_a_coarse_layer_equals_a_hand_loop():
             with torch.no_grad():
                 scores.append(model(x[i : i + 1] * m)[0, c])
         weights = torch.softmax(torch.stack(scores), 0)
-        close(ours[i, 0], (weights[:, None, None] * acts[i]).sum(0), 1e-5)
+        close(ours[i, 0], (weights[:, None, None] * acts[i]).sum(0), atol=1e-5)
 
 
 def test_ablationcam_matches_pytorch_grad_cam():
@@ -198,11 +201,12 @@ def test_ablationcam_equals_a_hand_loop(net, caplog):
     acts, weights = hand_ablation(model, "features", x, 1, 8 if net is CrossNet else 12)
     with caplog.at_level(logging.DEBUG, logger="torchexplain.cam"):
         ours = tc.AblationCAM(model, "features").attribute(x, target=1, upsample=False, relu=False)
-    close(ours[0, 0], (weights[:, None, None] * acts[0]).sum(0), 1e-5)
+    close(ours[0, 0], (weights[:, None, None] * acts[0]).sum(0), atol=1e-5)
     # CrossNet reuses earlier features after the layer: whole forwards are needed
     assert ("whole forward passes" in caplog.text) == (net is CrossNet)
 
 
+@pytest.mark.slow
 def test_eigencam_matches_pytorch_grad_cam_projection_up_to_sign():
     model, x = resnet18(), images(2)
     ours = tc.EigenCAM(model, "layer3").attribute(x, upsample=False, relu=False)[:, 0]
@@ -230,7 +234,7 @@ def test_gradcam_plus_plus_hand_derived_numbers():
 
     a = torch.tensor([[[[1.0, 3.0]]]])
     ours = tc.GradCAMPlusPlus(Linear(), "feat").attribute(a, target=0, upsample=False)
-    close(ours[0, 0, 0], torch.tensor([11 / 30, 33 / 30]), 1e-6)
+    close(ours[0, 0, 0], torch.tensor([11 / 30, 33 / 30]), atol=1e-6)
 
 
 def test_gradcam_plus_plus_equals_the_formula_evaluated_by_hand():
@@ -271,9 +275,9 @@ def test_cam_equals_the_weighted_sum_by_hand():
     w = model.fc.weight.detach()
     for i, c in enumerate([3, 1]):
         expected = sum(w[c, k] * acts[i, k] for k in range(acts.shape[1]))
-        close(ours[i, 0], expected, 1e-6)
+        close(ours[i, 0], expected, atol=1e-6)
         # global average pooling: the raw map's mean plus the bias is the logit
-        close(ours[i, 0].mean() + model.fc.bias[c], out[i, c], 1e-5)
+        close(ours[i, 0].mean() + model.fc.bias[c], out[i, c], atol=1e-5)
 
 
 def test_cam_mean_plus_bias_is_the_logit_on_resnet18():
@@ -283,7 +287,7 @@ def test_cam_mean_plus_bias_is_the_logit_on_resnet18():
         logits = model(x)
     predicted = logits.argmax(1)
     got = ours.mean((1, 2, 3)) + model.fc.bias[predicted]
-    close(got, logits.max(1).values, 1e-4)
+    close(got, logits.max(1).values, atol=1e-4)
 
 
 # --------------------------------------------------------------------------- targets, batches
@@ -295,7 +299,7 @@ def test_batch_with_per_example_targets_equals_single_calls(name):
     method = getattr(tc, name)(model)
     batch = method.attribute(x, target=target, batch_size=3)
     singles = torch.cat([method.attribute(x[i : i + 1], target=target[i]) for i in range(4)])
-    close(batch, singles, 1e-5)
+    close(batch, singles, atol=1e-5)
     if name != "EigenCAM":  # class-agnostic
         other = method.attribute(x, target=[1, 1, 1, 1])
         assert not torch.allclose(other[[0, 2]], batch[[0, 2]])
@@ -308,9 +312,10 @@ def test_target_none_explains_each_predicted_class(name):
         predicted = model(x).argmax(1).tolist()
     assert len(set(predicted)) > 1
     method = getattr(tc, name)(model)
-    close(method.attribute(x), method.attribute(x, target=torch.tensor(predicted)), 1e-6)
+    close(method.attribute(x), method.attribute(x, target=torch.tensor(predicted)), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_raw_by_default_and_normalized_on_request():
     model, x = resnet18(), images(2)
     method = tc.GradCAM(model, "layer3")
@@ -318,10 +323,10 @@ def test_raw_by_default_and_normalized_on_request():
     scaled = method.attribute(x, target=[0, 1], normalize=True)
     assert isinstance(raw, torch.Tensor) and raw.device == x.device and raw.dtype == x.dtype
     assert raw.amax((1, 2, 3)).sub(1).abs().min() > 1e-3  # not scaled to 1
-    close(scaled, min_max(raw), 1e-6)
+    close(scaled, min_max(raw), atol=1e-6)
     assert scaled.amin() == 0 and torch.allclose(scaled.amax((1, 2, 3)), torch.ones(2))
     small = method.attribute(x, target=[0, 1], upsample=False)
-    close(raw, F.interpolate(small, size=(64, 64), mode="bilinear", align_corners=False), 1e-6)
+    close(raw, F.interpolate(small, size=(64, 64), mode="bilinear", align_corners=False), atol=1e-6)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -331,7 +336,7 @@ def test_results_stay_on_the_inputs_device(name):
     cpu = getattr(tc, name)(model).attribute(x, target=[1, 2])
     gpu = getattr(tc, name)(copy.deepcopy(model).cuda()).attribute(x.cuda(), target=[1, 2])
     assert gpu.device.type == "cuda"
-    close(gpu.cpu(), cpu, 1e-4)
+    close(gpu.cpu(), cpu, atol=1e-4)
 
 
 # --------------------------------------------------------------------------- layer location
@@ -340,6 +345,7 @@ def test_results_stay_on_the_inputs_device(name):
 @pytest.mark.parametrize("arch, expected", [
     ("resnet18", "layer4"), ("vgg11", "features"), ("mobilenet_v3_small", "features"), ("densenet121", "features"),
 ])
+@pytest.mark.slow
 def test_automatic_layer_location(arch, expected, caplog):
     torch.manual_seed(0)
     model = getattr(torchvision.models, arch)(num_classes=10).eval()
@@ -349,9 +355,10 @@ def test_automatic_layer_location(arch, expected, caplog):
     assert method.target_layer_name == expected
     assert method.target_layer is dict(model.named_modules())[expected]
     assert repr(expected) in caplog.text
-    close(cam, tc.GradCAM(model, expected).attribute(images(1), target=3), 1e-6)
+    close(cam, tc.GradCAM(model, expected).attribute(images(1), target=3), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_cam_locates_the_linear_classifier():
     torch.manual_seed(0)
     dense = torchvision.models.densenet121(num_classes=10).eval()
@@ -367,6 +374,7 @@ def test_cam_locates_the_linear_classifier():
     ("vgg11", "in_features=25088"),  # flatten of a 7x7 map, no global pooling
     ("mobilenet_v3_small", "followed by more computation"),  # a non-linear head
 ])
+@pytest.mark.slow
 def test_cam_without_a_linear_head_on_the_layer_is_refused(arch, pattern):
     torch.manual_seed(0)
     model = getattr(torchvision.models, arch)(num_classes=10).eval()
@@ -421,7 +429,7 @@ def test_vit_ablationcam_zeroes_one_feature_of_the_patch_tokens():
     # hand loop: zero feature k of tokens 1.. (the class token is no part of the map)
     acts, weights = hand_ablation(model, VIT_LAYER, x, 6, 32, ablate=lambda o, k: o[:, 1:, k].zero_())
     grid = tc.vit_reshape_transform(acts)[0]
-    close(got[0, 0], (weights[:, None, None] * grid).sum(0), 1e-5)
+    close(got[0, 0], (weights[:, None, None] * grid).sum(0), atol=1e-5)
 
 
 # --------------------------------------------------------------------------- bad inputs

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_cam import images, peer, resnet18
 
 import torchexplain.cam as tc
 from torchexplain.cam.base import min_max
 
-from test_cam import images, peer, resnet18
 
-
+@pytest.mark.slow
 def test_gradcam_plus_plus_eps_matches_pytorch_grad_cam_after_min_max():
     model, x, target = resnet18(), images(2), [3, 8]
     theirs = min_max(peer("GradCAMPlusPlus", model, "layer3", x, target))

@@ -9,29 +9,9 @@ import pytest
 import torch
 from torch import nn
 
+from helpers import assert_unchanged, snapshot
 from torchexplain.attr.lrp import LRP, EpsilonPlus, Gamma
 from torchexplain.core.hooks.canonizers import BatchNormFolding, batchnorm_pairs
-
-
-def snapshot(model):
-    return {
-        "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
-        "params": [(id(p), p.requires_grad, None if p.grad is None else p.grad.clone()) for p in model.parameters()],
-        "training": [m.training for m in model.modules()],
-        "attrs": [sorted(vars(m)) for m in model.modules()],
-        "eps": [m.eps for m in model.modules() if isinstance(m, nn.BatchNorm2d)],
-        "hooks": [len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules()],
-    }
-
-
-def assert_same(before, after):
-    assert before["state"].keys() == after["state"].keys()
-    for k in before["state"]:
-        assert torch.equal(before["state"][k], after["state"][k]), k
-    for (i, r, g), (j, s, h) in zip(before["params"], after["params"], strict=True):
-        assert i == j and r == s and (g is None) == (h is None) and (g is None or torch.equal(g, h))
-    for key in ("training", "attrs", "eps", "hooks"):
-        assert before[key] == after[key], key
 
 
 class Raiser(nn.Module):
@@ -50,6 +30,7 @@ class Raiser(nn.Module):
 
 
 @pytest.mark.parametrize("fail", [False, True], ids=["success", "exception"])
+@pytest.mark.slow
 def test_model_unchanged(fail):
     tvm = pytest.importorskip("torchvision.models")
     torch.manual_seed(7)
@@ -73,7 +54,7 @@ def test_model_unchanged(fail):
     else:
         relevance = lrp.attribute(torch.randn(2, 3, 32, 32), target=1)
         assert bool(torch.isfinite(relevance).all())
-    assert_same(before, snapshot(model))
+    assert_unchanged(model, before)
     assert torch._C._len_torch_function_stack() == 0  # no mode left behind
 
 
@@ -107,10 +88,10 @@ def test_canonizer_folds_and_restores_exactly():
         assert torch.equal(model[1](h), h)  # the batch norm is the exact identity
         torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-6)
     assert model[0].bias is None
-    assert_same(before, snapshot(model))
+    assert_unchanged(model, before)
     with pytest.raises(KeyError), folding:
         raise KeyError("inside")
-    assert_same(before, snapshot(model))
+    assert_unchanged(model, before)
 
 
 def test_canonizer_skips_unsafe_pairs():

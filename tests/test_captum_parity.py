@@ -15,12 +15,12 @@ from __future__ import annotations
 import math
 import warnings
 
+import captum.attr as ca
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-import captum.attr as ca
 import torchexplain.attr as te
 
 DT = torch.float64

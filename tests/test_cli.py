@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # every test runs the console script in a subprocess
+
 SCRIPT = Path(sys.executable).with_name("torchexplain")
 
 

@@ -16,8 +16,8 @@ from PIL import Image
 from torch import nn
 
 import torchexplain
-from torchexplain.core.targets import class_targets as resolve_targets
 from torchexplain.attr import IntegratedGradients, Saliency
+from torchexplain.core.targets import class_targets as resolve_targets
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +154,7 @@ def test_load_refuses_what_is_not_an_explanation(tmp_path):
         torchexplain.Explanation.load(tmp_path)
 
 
+@pytest.mark.slow
 def test_explanation_and_report_import_no_matplotlib(tmp_path):
     import subprocess
     import sys
@@ -206,6 +207,7 @@ def test_relative_delta_by_hand():
     assert e.completeness("odd") is None  # 3 deltas for 2 rows: no per-row reading
 
 
+@pytest.mark.slow
 def test_plot_grid_and_figures(net, x, tmp_path):
     result = torchexplain.explain(net, x, method=["saliency", "deconvolution"])
     fig = result.plot()

@@ -145,7 +145,7 @@ CASES = {
 }
 for _name in ("CAM", "EigenCAM", "GradCAM", "GradCAMPlusPlus", "HiResCAM", "LayerCAM", "XGradCAM", "ScoreCAM",
               "AblationCAM"):
-    CASES[_name] = (lambda m, n, cls=getattr(C, _name): cls(m, target_layer=n.conv),
+    CASES[_name] = (lambda m, n, cls=getattr(C, _name): cls(m, target_layer=n.conv),  # noqa: B008 (binds the class)
                     lambda a, fk: a.attribute(X, T, forward_kwargs=fk))
 
 #: classes that are only bases of the others (their ``attribute`` is the subclasses')

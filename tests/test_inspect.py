@@ -59,6 +59,7 @@ def test_filters_single_input_channel(digits):
     assert arrays.min() == 0 and arrays.max() == 1
 
 
+@pytest.mark.slow
 def test_filters_many_input_channels_mean_or_one(digits):
     model, _ = digits
     conv = model.features[4]
@@ -72,6 +73,7 @@ def test_filters_many_input_channels_mean_or_one(digits):
     np.testing.assert_allclose(drawn(fig)[31], minmax(weight[:, 5])[31], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_filters_rgb_on_resnet(resnet):
     model, _ = resnet
     weight = model.conv1.weight.detach().numpy()  # (64, 3, 7, 7)
@@ -114,6 +116,7 @@ def test_filters_bad_arguments(digits):
         filters(model, "features.0", cmap="no-such-map")
 
 
+@pytest.mark.slow
 def test_no_pyplot_figure_unless_asked(digits):
     import matplotlib
 
@@ -134,6 +137,7 @@ def test_no_pyplot_figure_unless_asked(digits):
 
 # ---- feature maps ----
 
+@pytest.mark.slow
 def test_feature_maps_digits_by_hand(digits):
     model, x = digits
     with torch.no_grad():
@@ -150,6 +154,7 @@ def test_feature_maps_digits_by_hand(digits):
         np.testing.assert_allclose(arrays, model.features(x[None])[0, :5].numpy(), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_feature_maps_resnet_by_hand(resnet):
     model, x = resnet
     with torch.no_grad():
@@ -165,6 +170,7 @@ def test_feature_maps_resnet_by_hand(resnet):
     assert hook_count(model) == 0
 
 
+@pytest.mark.slow
 def test_feature_maps_stop_at_layer_and_leave_model_as_found():
     torch.manual_seed(0)
     model = DigitsNet().train()  # batch-norm would update its running statistics

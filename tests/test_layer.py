@@ -14,22 +14,13 @@ import captum.attr as ca
 import pytest
 import torch
 import torchvision
+from test_model_unchanged import assert_unchanged, snapshot
 from torch import nn
 
+import helpers
 import torchexplain.attr as te
 
-from test_model_unchanged import assert_unchanged, snapshot
-
-
-def close(ours, theirs, rtol=1e-5):
-    ours = ours if isinstance(ours, tuple) else (ours,)
-    theirs = theirs if isinstance(theirs, tuple) else (theirs,)
-    assert len(ours) == len(theirs)
-    for a, b in zip(ours, theirs):
-        b = b.detach()
-        assert a.shape == b.shape
-        scale = b.abs().max().clamp_min(1e-12)
-        assert float((a - b).abs().max() / scale) <= rtol, float((a - b).abs().max() / scale)
+close = helpers.close_to_largest
 
 
 class Net(nn.Module):
@@ -132,6 +123,7 @@ def test_layer_input_path_methods_match_captum(net, data, layer):
 
 
 @pytest.mark.parametrize("layer", LAYERS)
+@pytest.mark.slow
 def test_deeplift_and_ablation_match_captum(net, data, layer):
     """Captum's DeepLift is wrong through max-pooling (its sums miss F(x) - F(x0)), so
     attributions whose gradient crosses the pool are checked by summation-to-delta,
@@ -263,6 +255,7 @@ def test_layer_integrated_gradients_on_embedding_matches_captum():
 
 
 @pytest.mark.parametrize("layer", ["layer1.0.bn1", "layer3", "layer2.0.conv2"])
+@pytest.mark.slow
 def test_inplace_relu_after_layer_matches_captum_on_plain_copy(resnets, layer):
     """In torchvision's ResNet, bn1 is followed by an in-place ReLU: Captum's
     LayerIntegratedGradients raises there (its replaced output is a leaf that the ReLU
@@ -282,6 +275,7 @@ def test_inplace_relu_after_layer_matches_captum_on_plain_copy(resnets, layer):
     close(te.LayerConductance(model, layer).attribute(x, **kw), ca.LayerConductance(plain, module).attribute(x, **kw))
 
 
+@pytest.mark.slow
 def test_layer_deeplift_sums_to_delta_on_resnet18(resnets):
     """Captum's DeepLift cannot run on resnet18 (reused in-place ReLUs). Summation
     to delta holds for layers that cut the graph (not inside a residual block, whose

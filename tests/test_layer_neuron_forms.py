@@ -10,6 +10,7 @@ Against Captum where Captum is right; hand-derived values and axioms otherwise.
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import captum.attr as ca
@@ -17,23 +18,13 @@ import pytest
 import torch
 from torch import nn
 
+import helpers
 import torchexplain.attr as te
 
 DT = torch.float64
 
 
-def close(ours, theirs, tol=1e-7):
-    ours = ours if isinstance(ours, (tuple, list)) else (ours,)
-    theirs = theirs if isinstance(theirs, (tuple, list)) else (theirs,)
-    assert len(ours) == len(theirs)
-    for a, b in zip(ours, theirs):
-        if isinstance(a, (tuple, list)):
-            close(a, b, tol)
-            continue
-        assert a.shape == b.shape, (a.shape, b.shape)
-        a, b = a.detach(), b.detach().to(a.dtype)
-        err = float((a - b).abs().max()) if a.numel() else 0.0
-        assert err <= tol * max(1.0, float(b.abs().max()) if b.numel() else 0.0), err
+close = functools.partial(helpers.close_to_largest, rtol=1e-7, floor=1.0)
 
 
 class Spare(nn.Module):
@@ -154,8 +145,8 @@ def test_layer_integrated_gradients_over_a_list_of_layers_matches_captum():
         theirs, their_delta = ca.LayerIntegratedGradients(model, [model.a, model.b]).attribute(xs, base, **kw)
         assert isinstance(ours, list) and isinstance(ours[0], torch.Tensor)
         assert isinstance(ours[1], torch.Tensor if not to_input else tuple)
-        close(ours, theirs, 1e-7)
-        close(delta, their_delta, 1e-7)
+        close(ours, theirs, rtol=1e-7)
+        close(delta, their_delta, rtol=1e-7)
     # one joint path: the layers' attributions together are complete
     ours, delta = te.LayerIntegratedGradients(model, ["a", "b"]).attribute(
         xs, base, target=1, n_steps=200, return_convergence_delta=True)

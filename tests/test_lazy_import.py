@@ -5,6 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow  # a fresh interpreter
+
 LAZY = ("models", "shap", "nbdt", "viz", "masks", "inspect")
 
 

@@ -328,6 +328,7 @@ def test_lrp0_conserves_relevance():
 
 
 @pytest.mark.parametrize("name", ["resnet18", "resnet50", "mobilenet_v3_small", "densenet121", "vgg11"])
+@pytest.mark.slow
 def test_torchvision_architectures(name):
     """Bias-free (biases zeroed, batch norm at init) so LRP-0 must conserve."""
     tvm = pytest.importorskip("torchvision.models")

@@ -55,7 +55,7 @@ X = torch.tensor([[1.0, 2.0, 3.0]])
 
 def with_rules(model, **rules):
     for name, rule in rules.items():
-        setattr(getattr(model, name), "rule", rule)
+        getattr(model, name).rule = rule
     return model
 
 

@@ -10,6 +10,7 @@ import captum.attr as ca
 import captum.metrics as cm
 import pytest
 import torch
+from test_model_unchanged import assert_unchanged, snapshot
 from torch import nn
 
 import torchexplain.attr as te
@@ -27,7 +28,6 @@ from torchexplain.metrics import (
     sparseness,
     spearman,
 )
-from test_model_unchanged import assert_unchanged, snapshot
 
 
 class Linear4(nn.Module):
@@ -278,6 +278,7 @@ def digits():
     return model, torch.stack([preprocess(p) for p in models.sample_images()])
 
 
+@pytest.mark.slow
 def test_randomization_check_on_digits(digits, capsys):
     model, x = digits
     before = snapshot(model)
@@ -310,6 +311,7 @@ def test_randomization_independent_and_named_layers(digits):
 # --------------------------------------------------------------------------- evaluate
 
 
+@pytest.mark.slow
 def test_evaluate_ranks_methods_and_exports(digits):
     model, x = digits
     before = snapshot(model)

@@ -16,9 +16,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.modules import module as module_globals
 
 import torchexplain.attr as attr
+from helpers import assert_unchanged, snapshot
 
 LRP = getattr(attr, "LRP", None)
 METHODS = [
@@ -140,81 +140,6 @@ def inputs():
     return torch.randn(2, 3, 8, 8)
 
 
-# --------------------------------------------------------------------------- snapshots
-
-_SIMPLE = (bool, int, float, str, type(None), tuple)
-_GLOBAL_HOOKS = [n for n in dir(module_globals) if n.startswith("_global") and n.endswith("hooks")]
-
-
-def snapshot(model):
-    snap = {"modules": {}, "params": {}, "buffers": {}}
-    for name, m in model.named_modules():
-        entry = {
-            "object": m,
-            "keys": sorted(vars(m).keys()),
-            "training": m.training,
-            "hooks": {k: dict(v) for k, v in vars(m).items() if k.endswith("hooks") and isinstance(v, dict)},
-            "simple": {k: v for k, v in vars(m).items() if isinstance(v, _SIMPLE)},
-            "param_objects": dict(m._parameters),
-            "buffer_objects": dict(m._buffers),
-            "children": dict(m._modules),
-        }
-        snap["modules"][name] = entry
-    for name, p in model.named_parameters():
-        snap["params"][name] = {
-            "object": p,
-            "value": p.detach().clone(),
-            "ptr": p.data_ptr(),
-            "requires_grad": p.requires_grad,
-            "grad": p.grad,
-            "grad_value": None if p.grad is None else p.grad.clone(),
-        }
-    for name, b in model.named_buffers():
-        snap["buffers"][name] = {"object": b, "value": b.clone(), "ptr": b.data_ptr()}
-    snap["global_hooks"] = {n: dict(getattr(module_globals, n)) for n in _GLOBAL_HOOKS}
-    return snap
-
-
-def assert_unchanged(model, before):
-    after = snapshot(model)
-    assert after["modules"].keys() == before["modules"].keys()
-    for name, b in before["modules"].items():
-        a = after["modules"][name]
-        where = name or "<root>"
-        assert a["object"] is b["object"], where
-        assert a["keys"] == b["keys"], f"{where}: attributes added or removed"
-        assert a["training"] == b["training"], f"{where}: training flag"
-        assert a["hooks"] == b["hooks"], f"{where}: hooks differ"
-        assert a["simple"] == b["simple"], f"{where}: plain attributes differ"
-        assert a["param_objects"] == b["param_objects"] or all(
-            a["param_objects"][k] is v for k, v in b["param_objects"].items()
-        ), f"{where}: parameters replaced"
-        assert a["param_objects"].keys() == b["param_objects"].keys()
-        assert all(a["buffer_objects"][k] is v for k, v in b["buffer_objects"].items()), f"{where}: buffers replaced"
-        assert a["buffer_objects"].keys() == b["buffer_objects"].keys()
-        assert all(a["children"][k] is v for k, v in b["children"].items()), f"{where}: submodules replaced"
-    for name, b in before["params"].items():
-        a = after["params"][name]
-        assert a["object"] is b["object"], name
-        assert torch.equal(a["value"], b["value"]), f"{name}: value changed"
-        assert a["ptr"] == b["ptr"], f"{name}: storage replaced"
-        assert a["requires_grad"] == b["requires_grad"], f"{name}: requires_grad changed"
-        if b["grad"] is None:
-            assert a["grad"] is None, f"{name}: .grad was None and is now set"
-        else:
-            assert a["grad"] is b["grad"], f"{name}: .grad replaced"
-            assert torch.equal(a["grad"], b["grad_value"]), f"{name}: .grad values changed"
-    for name, b in before["buffers"].items():
-        a = after["buffers"][name]
-        assert a["object"] is b["object"], name
-        assert torch.equal(a["value"], b["value"]), f"{name}: buffer changed"
-        assert a["ptr"] == b["ptr"], f"{name}: buffer storage replaced"
-    assert after["global_hooks"] == before["global_hooks"], "global module hooks left behind"
-    assert torch._C._len_torch_function_stack() == 0, "a TorchFunctionMode is still active"
-    assert torch._C._autograd._top_saved_tensors_default_hooks(False) is None, "saved-tensor hooks left active"
-    assert torch.is_grad_enabled()
-
-
 # forward calls each method makes in ``run`` on 2 examples: one-pass methods evaluate
 # both rows at once, the others are chunked (see ``run``) into several calls
 CALLS = {
@@ -309,6 +234,7 @@ def test_unchanged_under_no_grad_and_eval(name, inputs):
     torch.testing.assert_close(result, reference)
 
 
+@pytest.mark.slow
 def test_resnet18_unchanged(inputs):
     torchvision = pytest.importorskip("torchvision")
     torch.manual_seed(0)

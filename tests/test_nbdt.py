@@ -250,6 +250,7 @@ def test_rendering(tree_model, tmp_path):
     assert text.count("*") == len(decisions) - 1 and text.splitlines()[0] == h.names[h.root]
 
 
+@pytest.mark.slow
 def test_a_thousand_class_tree_shows_its_path_and_siblings_only():
     def balanced(lo, hi):
         if hi - lo == 1:
@@ -298,6 +299,7 @@ def test_default_names_are_sorted_and_hide_more_than_one_label():
 # --------------------------------------------------------------------------- the digits model
 
 
+@pytest.mark.slow
 def test_digits_soft_nbdt_after_finetuning_is_within_a_point(capsys):
     pytest.importorskip("sklearn")
     from torchexplain import models

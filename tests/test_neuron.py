@@ -16,19 +16,19 @@ Captum's float32 quadrature weights. Where Captum disagrees with the math:
 from __future__ import annotations
 
 import copy
+import functools
 import warnings
 
 import captum.attr as ca
 import pytest
 import torch
 import torchvision
+from test_model_unchanged import assert_unchanged, make_cnn, snapshot
 from torch import nn
 
+import helpers
 import torchexplain.attr as te
 from torchexplain.attr import neuron as tn
-
-from test_layer import close as close_to_largest
-from test_model_unchanged import assert_unchanged, make_cnn, snapshot
 
 DT = torch.float64
 
@@ -37,7 +37,7 @@ def close(ours, theirs, rtol=1e-5):
     """Equal within ``rtol`` of the largest magnitude, which must not be zero."""
     for b in theirs if isinstance(theirs, tuple) else (theirs,):
         assert float(b.detach().abs().max()) > 1e-8, "the oracle is all zeros: the comparison would show nothing"
-    close_to_largest(ours, theirs, rtol)
+    helpers.close_to_largest(ours, theirs, rtol)
 
 
 def module(model, name):
@@ -103,8 +103,7 @@ class TwoInputs(nn.Module):
         return self.head(self.out_relu(self.mix(a, self.tanh(self.fc_z(z)))))
 
 
-def images(n=3, size=8, seed=0):
-    return torch.randn(n, 3, size, size, dtype=DT, generator=torch.Generator().manual_seed(seed))
+images = functools.partial(helpers.images, dtype=DT)
 
 
 @pytest.fixture(scope="module")
@@ -347,6 +346,7 @@ RESNET_CASES = [
 
 @pytest.mark.parametrize("layer, selector, to_input", RESNET_CASES)
 @pytest.mark.parametrize("name", ["Gradient", "IntegratedGradients", "GuidedBackprop", "Conductance"])
+@pytest.mark.slow
 def test_resnet18_matches_captum(resnet, name, layer, selector, to_input):
     if name == "Conductance" and any(isinstance(s, slice) for s in selector):
         selector = (1, 2, 3)  # a single neuron (see the module docstring)
@@ -355,6 +355,7 @@ def test_resnet18_matches_captum(resnet, name, layer, selector, to_input):
     close(*both(name, resnet, x, layer, selector, to_input, **extra))
 
 
+@pytest.mark.slow
 def test_resnet18_feature_ablation_matches_captum(resnet):
     x = images(1, 64, seed=2)
     mask = torch.arange(16).view(1, 1, 4, 4).repeat_interleave(16, 2).repeat_interleave(16, 3)
@@ -364,6 +365,7 @@ def test_resnet18_feature_ablation_matches_captum(resnet):
     close(ours, theirs)
 
 
+@pytest.mark.slow
 def test_resnet18_deeplift_is_complete(resnet):
     """Captum raises here (its DeepLIFT needs each ReLU module to run once)."""
     x = images(2, 64, seed=3)

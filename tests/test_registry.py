@@ -97,10 +97,16 @@ def _mask(height, width, cell, per_row):
     return (rows * per_row + cols).reshape(1, 1, height, width)
 
 
+SEED0 = object()  # a fresh torch.Generator seeded with 0 (the demo's draws are the same on every run)
+
+
 def _same(got: dict, expected: dict):
     assert list(got) == list(expected)
     for key, value in expected.items():
-        if isinstance(value, torch.Tensor):
+        if value is SEED0:
+            fresh = torch.Generator().manual_seed(0)
+            assert isinstance(got[key], torch.Generator) and torch.equal(got[key].get_state(), fresh.get_state()), key
+        elif isinstance(value, torch.Tensor):
             assert torch.equal(got[key], value), key
         elif isinstance(value, float):
             assert got[key] == pytest.approx(value, rel=1e-6), key
@@ -114,8 +120,8 @@ def test_one_call_defaults_of_images():
     grid8 = _mask(16, 16, 2, 8)  # 8 cells of 2 pixels per side
     grid3 = _mask(16, 16, 6, 3)  # ceil(16 / 3) = 6 pixels per cell
     expected = {
-        "gradient_shap": {"baselines": baselines, "n_samples": 20},
-        "smoothgrad": {"nt_type": "smoothgrad", "nt_samples": 16, "stdevs": 0.15 * (2 * 3 * 256 - 1)},
+        "gradient_shap": {"baselines": baselines, "n_samples": 20, "generator": SEED0},
+        "smoothgrad": {"nt_type": "smoothgrad", "nt_samples": 16, "stdevs": 0.15 * (2 * 3 * 256 - 1), "generator": SEED0},
         "deeplift_shap": {"baselines": baselines},
         "occlusion": {"sliding_window_shapes": (3, 2, 2), "strides": (3, 1, 1)},
         "feature_ablation": {"feature_mask": grid8},
@@ -142,9 +148,10 @@ def test_one_call_defaults_of_small_images_and_of_other_inputs():
     for data in (table, sequence):
         assert methods.resolve("feature_ablation").defaults(data) == {}
         assert methods.resolve("lime").defaults(data) == {"n_samples": 200, "seed": 0}
-    _same(methods.resolve("smoothgrad").defaults(table), {"nt_type": "smoothgrad", "nt_samples": 16, "stdevs": 0.75})
+    _same(methods.resolve("smoothgrad").defaults(table),
+          {"nt_type": "smoothgrad", "nt_samples": 16, "stdevs": 0.75, "generator": SEED0})
     _same(methods.resolve("gradient_shap").defaults(table),
-          {"baselines": torch.tensor([[0.0, 0.0, 0.0], [1.5, 0.75, -1.0]]), "n_samples": 20})
+          {"baselines": torch.tensor([[0.0, 0.0, 0.0], [1.5, 0.75, -1.0]]), "n_samples": 20, "generator": SEED0})
     assert methods.resolve("smoothgrad").defaults(torch.ones(2, 3))["stdevs"] == pytest.approx(0.15e-12)
 
 
@@ -220,13 +227,11 @@ def test_method_call_merges_defaults_with_the_arguments_it_takes():
                                                               return_convergence_delta=True)
     assert torch.equal(done.attributions, expected) and torch.equal(done.delta, delta)
     assert done.arguments == {"n_steps": 5} and done.seconds > 0
-    torch.manual_seed(3)
     done = gs(x, target)  # the caller's n_samples wins over the default 20; no delta asked
-    torch.manual_seed(3)
     expected = attr.GradientShap(net).attribute(
         x, baselines=torch.cat([torch.zeros(1, 3, 6, 6), x.mean(0, keepdim=True)]), n_samples=3, stdevs=0.0,
-        target=target)
-    assert done.delta is None and list(done.arguments) == ["baselines", "n_samples", "stdevs"]
+        target=target, generator=torch.Generator().manual_seed(0))
+    assert done.delta is None and list(done.arguments) == ["baselines", "n_samples", "generator", "stdevs"]
     torch.testing.assert_close(done.attributions, expected, rtol=0, atol=0)
 
 

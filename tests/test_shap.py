@@ -11,6 +11,7 @@ are deterministic; the bounds say how far a correct estimator may stray.
 from __future__ import annotations
 
 import copy
+import functools
 
 import matplotlib
 import numpy as np
@@ -21,12 +22,12 @@ import torch.nn.functional as F
 import torchvision
 from captum.attr import DeepLiftShap as CaptumDeepLiftShap
 from captum.attr import LayerIntegratedGradients
+from test_model_unchanged import assert_unchanged, make_cnn, snapshot
 from torch import nn
 
+import helpers
 import torchexplain.shap as tes
 from torchexplain.shap import layer as shap_layer
-
-from test_model_unchanged import assert_unchanged, make_cnn, snapshot
 
 
 def small_cnn(activation=nn.Softplus, classes=3):
@@ -37,9 +38,7 @@ def small_cnn(activation=nn.Softplus, classes=3):
     )
 
 
-def images(n, seed, shift=0.0, dtype=torch.float32):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, 3, 6, 6, generator=g, dtype=dtype) + shift
+images = functools.partial(helpers.images, size=6)
 
 
 def single_sample_variance(explainer, x, copies=300, **kwargs):
@@ -108,7 +107,7 @@ def test_linear_layer_additive_and_shap_formulas():
 @pytest.mark.parametrize("form", ["inputs", "layer"])
 def test_values_add_up_to_output_minus_expected_value(form):
     model = small_cnn()
-    background, x = images(8, 1), images(2, 2)
+    background, x = images(8, seed=1), images(2, seed=2)
     target = model if form == "inputs" else (model, model[2])
     explainer = tes.GradientExplainer(target, background)
     samples = 1000
@@ -123,7 +122,7 @@ def test_values_add_up_to_output_minus_expected_value(form):
 
 def test_shap_formula_does_not_add_up():
     model = small_cnn()
-    background, x = images(8, 1), images(2, 2)
+    background, x = images(8, seed=1), images(2, seed=2)
     values = tes.GradientExplainer((model, model[2]), background, compat="shap").shap_values(x, nsamples=400, rseed=0)
     with torch.no_grad():
         gap = (model(x) - model(background).mean(0)).numpy()
@@ -134,9 +133,10 @@ def test_shap_formula_does_not_add_up():
 
 
 @pytest.mark.parametrize("form", ["inputs", "layer"])
+@pytest.mark.slow
 def test_agrees_with_shap_gradient_explainer_in_expectation(form):
     model = small_cnn(nn.ReLU)
-    background, x = images(8, 3), images(2, 4)
+    background, x = images(8, seed=3), images(2, seed=4)
     target = model if form == "inputs" else (model, model[2])
     ours = tes.GradientExplainer(target, background, local_smoothing=0.2, compat="shap")
     theirs = shap.GradientExplainer(copy.deepcopy(target) if form == "inputs" else target, background, local_smoothing=0.2)
@@ -184,7 +184,7 @@ def test_shortcut_is_taken_only_when_the_layer_is_a_cut(make, cut):
     torch.manual_seed(0)
     model = make()
     layer = {Residual: "conv2", Masked: "conv"}.get(make, "2")
-    background, x = images(4, 5), torch.cat([images(1, 6, shift=3.0), images(1, 7, shift=-3.0)])
+    background, x = images(4, seed=5), torch.cat([images(1, seed=6, shift=3.0), images(1, seed=7, shift=-3.0)])
     explainer = tes.GradientExplainer((model, layer), background)
     tap = shap_layer.LayerTap(explainer.layer, to_input=True)
     feeds = shap_layer.probe_feeds((x,), (background,))
@@ -194,7 +194,7 @@ def test_shortcut_is_taken_only_when_the_layer_is_a_cut(make, cut):
 
 def test_shortcut_gives_the_values_of_feeding_every_row(monkeypatch):
     model = small_cnn()
-    background, x = images(6, 8), images(3, 9)
+    background, x = images(6, seed=8), images(3, seed=9)
     explainer = tes.GradientExplainer((model, model[2]), background, batch_size=7)
     fast, ranks = explainer.shap_values(x, nsamples=20, ranked_outputs=2, rseed=4)
     calls = []
@@ -209,7 +209,7 @@ def test_layer_that_is_not_a_cut_is_explained_as_captum_layer_integrated_gradien
     gradients are exactly integrated gradients; the skip path sees the example."""
     torch.manual_seed(0)
     model = Residual()
-    background, x = images(1, 20), images(2, 21)
+    background, x = images(1, seed=20), images(2, seed=21)
     values = tes.GradientExplainer((model, "conv2"), background).shap_values(x, nsamples=3, rseed=0)
     lig = LayerIntegratedGradients(model, model.conv2)
     for k in range(2):
@@ -232,7 +232,7 @@ class ViewNet(nn.Module):
 
 def test_model_that_needs_contiguous_layer_input_gives_the_same_values():
     model = small_cnn()
-    background, x = images(4, 22), images(2, 23)
+    background, x = images(4, seed=22), images(2, seed=23)
     kwargs = dict(nsamples=12, ranked_outputs=2, rseed=5)
     expected, ranks = tes.GradientExplainer((model, model[2]), background, batch_size=8).shap_values(x, **kwargs)
     wrapped = ViewNet(model)
@@ -294,7 +294,7 @@ def test_return_forms_and_values_for_one_and_two_inputs(explainer, outputs, sque
 
 def test_rank_orders():
     model = small_cnn(classes=5)
-    background, x = images(4, 10), images(3, 11)
+    background, x = images(4, seed=10), images(3, seed=11)
     explainer = tes.GradientExplainer(model, background)
     full = explainer.shap_values(x, nsamples=8, rseed=1)
     with torch.no_grad():
@@ -310,7 +310,7 @@ def test_rank_orders():
 
 def test_seed_reproducible_chunk_independent_and_global_rng_untouched():
     model = small_cnn()
-    background, x = images(5, 12), images(2, 13)
+    background, x = images(5, seed=12), images(2, seed=13)
     state = torch.random.get_rng_state()
     a = tes.GradientExplainer((model, model[2]), background, batch_size=3, local_smoothing=0.3)
     b = tes.GradientExplainer((model, model[2]), background, batch_size=None, local_smoothing=0.3)
@@ -334,7 +334,7 @@ def conv_net():
 
 def test_deep_explainer_agrees_with_captum_and_shap():
     model = conv_net()
-    background, x = images(5, 14, dtype=torch.float64), images(3, 15, dtype=torch.float64)
+    background, x = images(5, seed=14, dtype=torch.float64), images(3, seed=15, dtype=torch.float64)
     explainer = tes.DeepExplainer(model, background)
     values, ranks = explainer.shap_values(x, ranked_outputs=2)
     captum = np.stack(
@@ -366,7 +366,7 @@ class FunctionalReused(nn.Module):
 
 def test_deep_explainer_on_functional_and_reused_activations_matches_module_form():
     model = conv_net()
-    background, x = images(4, 16, dtype=torch.float64), images(2, 17, dtype=torch.float64)
+    background, x = images(4, seed=16, dtype=torch.float64), images(2, seed=17, dtype=torch.float64)
     oracle = np.stack(
         [CaptumDeepLiftShap(model).attribute(x, baselines=background, target=k).detach().numpy() for k in range(4)], -1
     )
@@ -377,6 +377,7 @@ def test_deep_explainer_on_functional_and_reused_activations_matches_module_form
     assert_unchanged(wrapped, before)
 
 
+@pytest.mark.slow
 def test_deep_explainer_on_resnet18_adds_up_and_leaves_no_trace():
     torch.manual_seed(3)
     model = torchvision.models.resnet18(num_classes=6)
@@ -442,7 +443,7 @@ def test_model_unchanged_after_success_and_after_errors(form):
 
 def test_clear_errors():
     model = small_cnn()
-    background, x = images(4, 18), images(2, 19)
+    background, x = images(4, seed=18), images(2, seed=19)
     with pytest.raises(ValueError, match="compat"):
         tes.GradientExplainer(model, background, compat="captum")
     with pytest.raises(ValueError, match="local_smoothing"):
@@ -495,7 +496,7 @@ def test_image_plot_draws_as_shap_does():
         ours = _panels(figure)
         assert len(ours) == len(theirs) == 6
         for our_axis, their_axis in zip(ours, theirs):
-            for (a, clim_a), (b, clim_b) in zip(our_axis, their_axis):
+            for (a, _), (b, _) in zip(our_axis, their_axis):
                 if a.ndim == 2:  # grey copy and values; the first column is the image itself
                     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
             if len(our_axis) == 2:  # a values panel: the same symmetric scale as shap's
@@ -526,7 +527,7 @@ def test_image_plot_shows_by_default_and_returns_nothing_as_shap(monkeypatch):
 @pytest.mark.parametrize("explainer", ["gradient", "deep"])
 def test_explainers_are_callable_and_return_shaps_explanation_fields(explainer):
     model = conv_net()
-    background, x = images(5, 30, dtype=torch.float64), images(2, 31, dtype=torch.float64)
+    background, x = images(5, seed=30, dtype=torch.float64), images(2, seed=31, dtype=torch.float64)
     ours = (tes.GradientExplainer if explainer == "gradient" else tes.DeepExplainer)(model, background)
     torch.manual_seed(5)
     explanation = ours(x)
@@ -553,7 +554,7 @@ def test_image_plot_takes_an_explanation(monkeypatch):
     import matplotlib.pyplot as plt
 
     model = conv_net()
-    explanation = tes.DeepExplainer(model, images(3, 32, dtype=torch.float64))(images(2, 33, dtype=torch.float64))
+    explanation = tes.DeepExplainer(model, images(3, seed=32, dtype=torch.float64))(images(2, seed=33, dtype=torch.float64))
     figure = tes.image_plot(explanation, show=False)
     titles = [ax.get_title() for ax in figure.axes if ax.get_title()]
     assert titles == ["Output 0", "Output 1", "Output 2", "Output 3"]
@@ -566,7 +567,7 @@ def test_deep_explainer_on_a_layer_agrees_with_shap_and_adds_up():
     """shap's layer form: multipliers at the layer's input times its change; the input
     of conv_net's second conv is a cut, so the values add up to f(x) - E[f(bg)]."""
     model = conv_net()
-    background, x = images(5, 34, dtype=torch.float64), images(3, 35, dtype=torch.float64)
+    background, x = images(5, seed=34, dtype=torch.float64), images(3, seed=35, dtype=torch.float64)
     before = snapshot(model)
     ours = tes.DeepExplainer((model, model[2]), background)
     values, ranks = ours.shap_values(x, ranked_outputs=2)
@@ -619,7 +620,7 @@ def test_an_input_that_does_not_reach_the_output_gets_zeros(explainer):
 
 def test_deep_explainer_model_forms_are_checked():
     model = conv_net()
-    background = images(2, 36, dtype=torch.float64)
+    background = images(2, seed=36, dtype=torch.float64)
     with pytest.raises(ValueError, match=r"\(model, layer\) pair"):
         tes.DeepExplainer((model, model[2], 1), background)
     with pytest.raises(ValueError, match="not a module of the model"):

@@ -101,6 +101,7 @@ def test_normalize_attr_matches_captum(sign, outlier_perc, dtype):
 
 @pytest.mark.parametrize("sign", SIGNS)
 @pytest.mark.parametrize("outlier_perc", [1, 2, 20])
+@pytest.mark.slow
 def test_heat_map_image_data_matches_captum(sign, outlier_perc):
     attr = random_attr(outlier_perc, (10, 12, 3))
     image = random_image(outlier_perc, (10, 12, 3))
@@ -270,6 +271,7 @@ def test_use_pyplot_true_goes_through_pyplot():
     assert set(plt.get_fignums()) - before == {figure.number}
 
 
+@pytest.mark.slow
 def test_importing_viz_leaves_pyplot_alone():
     code = "import sys, torchexplain.viz; print('matplotlib.pyplot' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -298,6 +300,7 @@ def test_given_figure_and_axis_are_used():
     assert got_figure is figure and got_axis is axis and len(axis.images) == 1
 
 
+@pytest.mark.slow
 def test_multiple_panels_match_single_calls():
     attr = torch.randn(3, 8, 8)
     image = torch.rand(3, 8, 8)

@@ -34,7 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     _common(ex)
     tree = sub.add_parser("nbdt", help="classify images with a neural-backed decision tree and print its decisions")
     _model_options(tree)
-    tree.add_argument("--tree", metavar="JSON", help="a hierarchy JSON file (default: induced from the final linear layer)")
+    tree.add_argument(
+        "--tree", metavar="JSON", help="a hierarchy JSON file (default: induced from the final linear layer)"
+    )
     tree.add_argument("--hard", action="store_true", help="hard (greedy) inference instead of soft")
     tree.add_argument("--html", metavar="FILE", help="write the tree with each image's decisions to this HTML file")
     tree.add_argument("--save-tree", metavar="JSON", help="write the hierarchy used to this JSON file")
@@ -42,8 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="score and rank explanation methods on images with faithfulness metrics")
     _model_options(ev)
     ev.add_argument("--methods", default=",".join(_default_methods()), help="comma-separated method names, or 'all'")
-    ev.add_argument("--metrics", default=",".join(_default_metrics()),
-                    help="comma-separated metric names: " + ", ".join(_metric_names()))
+    ev.add_argument(
+        "--metrics",
+        default=",".join(_default_metrics()),
+        help="comma-separated metric names: " + ", ".join(_metric_names()),
+    )
     ev.add_argument("--target", default="top1", help="top1 | class index | class name")
     ev.add_argument("--steps", type=int, default=50, help="points of the deletion and insertion curves (default 50)")
     ev.add_argument("--out", default="torchexplain-eval", help="output directory (default: torchexplain-eval)")
@@ -71,8 +76,12 @@ def _metric_names() -> list[str]:
 
 def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--model", required=True, metavar="SPEC",
-                   help="digits | torchvision:NAME | a TorchScript file | package.module:factory")
+    p.add_argument(
+        "--model",
+        required=True,
+        metavar="SPEC",
+        help="digits | torchvision:NAME | a TorchScript file | package.module:factory",
+    )
     p.add_argument("--weights", help="a state-dict file, or a torchvision weights name (downloads, if online)")
     p.add_argument("--labels", help="file with one class name per line")
     p.add_argument("--size", type=int, help="resize images to SIZE x SIZE (default: the model's)")
@@ -144,7 +153,9 @@ def _table(explanation, labels: list[str]) -> str:
     width = max(len(label) for label in labels)
     lines = [f"{'input':<{width}}  prediction  probability  explained"]
     for s in explanation.rows():
-        lines.append(f"{labels[s['example']]:<{width}}  {s['prediction']:<10}  {s['probability']:>11.1%}  {s['target']}")
+        lines.append(
+            f"{labels[s['example']]:<{width}}  {s['prediction']:<10}  {s['probability']:>11.1%}  {s['target']}"
+        )
     lines.append("")
     lines.append(f"{'method':<22}  seconds")
     lines += [f"{m:<22}  {t:7.3f}" for m, t in explanation.timings.items()]
@@ -164,18 +175,25 @@ def _demo(args) -> Path:
     captions = [p.stem for p in paths]
     x = torch.stack([preprocess(p) for p in paths])
     start = time.perf_counter()
-    result = explain(model, x, method=methods, class_names=names, mean=models.MEAN, std=models.STD,
-                     show_progress=_progress(args))
+    result = explain(
+        model, x, method=methods, class_names=names, mean=models.MEAN, std=models.STD, show_progress=_progress(args)
+    )
     tree, lines = _demo_tree(model, x, names, captions, out)
     table = _demo_evaluation(model, x, result)
     if table is not None:
         (out / "evaluation.json").write_text(json.dumps(table.to_dict(), indent=1))
     report = _write(
-        result, out, "torchexplain demo: digits", captions, evaluation=table, tree=tree, tree_link="nbdt.html",
+        result,
+        out,
+        "torchexplain demo: digits",
+        captions,
+        evaluation=table,
+        tree=tree,
+        tree_link="nbdt.html",
         subtitle=f"{len(paths)} shipped digits, each explained for its predicted class by {len(methods)} methods; "
-                 "the bundled CNN (99% on held-out digits).",
+        "the bundled CNN (99% on held-out digits).",
         evaluation_lead="Faithfulness of some of the methods on these digits (as <code>torchexplain evaluate</code> "
-                        "measures it).",
+        "measures it).",
         tree_lead="The tree is induced from the final layer's class weights; soft inference.",
     )
     if not args.quiet:
@@ -199,14 +217,24 @@ def _demo_tree(model, x, names, captions, out: Path):
     hierarchy, lines, decisions = _tree_decisions(model, x, names)
     tree = TreeDecisions(hierarchy, list(zip(captions, decisions)))
     tree.to_json(out / "nbdt.json")
-    tree_page(tree, "torchexplain demo: neural-backed decision tree",
-              lead="Induced from the final layer's class weights; soft inference.").write(out / "nbdt.html")
+    tree_page(
+        tree,
+        "torchexplain demo: neural-backed decision tree",
+        lead="Induced from the final layer's class weights; soft inference.",
+    ).write(out / "nbdt.html")
     return tree, lines
 
 
 #: the demo's short evaluation: these methods (when chosen) and metrics
-DEMO_EVAL_METHODS = ("saliency", "input_x_gradient", "integrated_gradients", "guided_backprop", "deeplift", "occlusion",
-                     "grad_cam")
+DEMO_EVAL_METHODS = (
+    "saliency",
+    "input_x_gradient",
+    "integrated_gradients",
+    "guided_backprop",
+    "deeplift",
+    "occlusion",
+    "grad_cam",
+)
 DEMO_EVAL_METRICS = ("deletion", "insertion", "sparseness")
 
 
@@ -261,10 +289,23 @@ def _explain(args) -> Path:
     methods = _methods(args.method)
     out = _prepare_out(args.out, methods, args.overwrite)
     model, names, x, (mean, std) = _model_and_images(args)
-    result = explain(model, x, method=methods, target=_target(args.target), class_names=names,
-                     mean=mean, std=std, show_progress=_progress(args))
-    report = _write(result, out, f"torchexplain: {args.model}", [Path(p).name for p in args.images],
-                    subtitle=f"{len(args.images)} image(s) explained with {len(methods)} method(s).")
+    result = explain(
+        model,
+        x,
+        method=methods,
+        target=_target(args.target),
+        class_names=names,
+        mean=mean,
+        std=std,
+        show_progress=_progress(args),
+    )
+    report = _write(
+        result,
+        out,
+        f"torchexplain: {args.model}",
+        [Path(p).name for p in args.images],
+        subtitle=f"{len(args.images)} image(s) explained with {len(methods)} method(s).",
+    )
     if not args.quiet:
         print(_table(result, [Path(p).name for p in args.images]))
         print(f"report: {report}")
@@ -275,7 +316,9 @@ def _metrics(text: str) -> list[str]:
     names = [n for n in (t.strip() for t in text.split(",")) if n]
     unknown = [n for n in names if n not in _metric_names()]
     if unknown or not names:
-        raise UsageError(f"unknown metric(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(_metric_names())}")
+        raise UsageError(
+            f"unknown metric(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(_metric_names())}"
+        )
     return names
 
 
@@ -289,14 +332,23 @@ def _evaluate(args) -> Path:
     files = ["evaluation.md", "evaluation.csv", "evaluation.html", "evaluation.json"]
     out = _out_dir(args.out, files, args.overwrite)
     model, names, x, _ = _model_and_images(args)
-    table = evaluate(model, x, methods=methods, metrics=metrics, target=_target(args.target), steps=args.steps,
-                     class_names=names, show_progress=_progress(args))
+    table = evaluate(
+        model,
+        x,
+        methods=methods,
+        metrics=metrics,
+        target=_target(args.target),
+        steps=args.steps,
+        class_names=names,
+        show_progress=_progress(args),
+    )
     notes = "".join(f"\nnote: {n}" for n in table.notes)
     (out / "evaluation.md").write_text(table.to_markdown() + "\n" + (notes[1:] + "\n" if notes else ""))
     (out / "evaluation.csv").write_text(table.to_csv())
     (out / "evaluation.json").write_text(json.dumps(table.to_dict(), indent=1))
-    page = evaluation_page(table, f"torchexplain evaluation: {args.model}",
-                           f"{len(args.images)} image(s), {len(methods)} method(s)").write(out / "evaluation.html")
+    page = evaluation_page(
+        table, f"torchexplain evaluation: {args.model}", f"{len(args.images)} image(s), {len(methods)} method(s)"
+    ).write(out / "evaluation.html")
     if not args.quiet:
         print(table.to_markdown() + notes)
         print(f"report: {page}")

@@ -22,9 +22,16 @@ from torch import Tensor
 
 #: the version of the layout ``save`` writes (``explanation.json`` holds it)
 FORMAT = 1
-#: methods whose convergence delta is ``F(x) - sum(attributions)`` (Captum's LRP);
-#: every other method's is ``sum(attributions) - (F(x) - F(baseline))``
-TARGET_MINUS_SUM = frozenset({"lrp"})
+
+
+def _output_minus_sum(method: str) -> bool:
+    """Whether ``method``'s convergence delta is ``F(x) - sum(attributions)`` (Captum's
+    LRP, registered with ``extra={"delta": "output minus sum"}``); every other
+    method's is ``sum(attributions) - (F(x) - F(baseline))``."""
+    from .core.registry import METHODS
+
+    spec = METHODS.get(method)
+    return spec is not None and spec.extra.get("delta") == "output minus sum"
 
 
 def _jsonable(value):
@@ -135,7 +142,7 @@ class Explanation:
             return None
         delta = delta.reshape(n, -1).mean(1)
         total = self.attributions[method].detach().cpu().double().reshape(n, -1).sum(1)
-        gap = total + delta if method in TARGET_MINUS_SUM else total - delta
+        gap = total + delta if _output_minus_sum(method) else total - delta
         return {"delta": delta, "gap": gap, "relative": delta.abs() / gap.abs().clamp_min(1e-300)}
 
     def relative_delta(self, method: str) -> float | None:

@@ -95,7 +95,9 @@ def filters(model, layer, *, max_filters: int = 64, channel: int | None = None, 
     if not isinstance(module, nn.Conv2d):
         raise ValueError(f"layer: expected a Conv2d layer, got {name!r} of type {type(module).__name__}")
     if isinstance(module.weight, nn.parameter.UninitializedParameter):
-        raise ValueError(f"layer: {name!r} is a lazy layer whose weights are not initialised yet; run a forward pass first")
+        raise ValueError(
+            f"layer: {name!r} is a lazy layer whose weights are not initialised yet; run a forward pass first"
+        )
     _check_count("max_filters", max_filters)
     _check_cmap(cmap)
     weight = module.weight.detach()[:max_filters].float().cpu()  # (n, in_channels / groups, kh, kw)
@@ -154,8 +156,9 @@ def _one_input(model: nn.Module, input) -> torch.Tensor:
     return x if first is None else x.to(first.device)
 
 
-def feature_maps(model, layer, input, *, max_maps: int = 64, cmap="viridis",
-                 use_pyplot: bool = False, return_arrays: bool = False):
+def feature_maps(
+    model, layer, input, *, max_maps: int = 64, cmap="viridis", use_pyplot: bool = False, return_arrays: bool = False
+):
     """Draw the first ``max_maps`` channels of ``layer``'s output for one ``input``.
 
     ``input`` is one example, (C, H, W) or (1, C, H, W), moved to the model's device.

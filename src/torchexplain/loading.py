@@ -49,7 +49,9 @@ def load_image(path):
         raise LoadError(f"cannot read image {path}: {err}") from None
 
 
-def image_transform(size: int, mean: Sequence[float] | None, std: Sequence[float] | None, mode: str = "RGB") -> Callable:
+def image_transform(
+    size: int, mean: Sequence[float] | None, std: Sequence[float] | None, mode: str = "RGB"
+) -> Callable:
     """PIL image -> normalised float tensor (C, size, size)."""
     import numpy as np
     from PIL import Image
@@ -105,8 +107,10 @@ def _torchvision(name: str, weights, spec: str, notify: Callable[[str], None]):
             model = torchvision.models.get_model(name, weights=None)
         default = getattr(enum, "DEFAULT", None)
         hint = f" or a torchvision weights name ({default.name})" if default is not None else ""
-        notify(f"{spec} has no weights: its weights are random (seeded with {RANDOM_INIT_SEED}, the same on every "
-               f"run), so its explanations say nothing about a trained model; pass --weights FILE{hint}")
+        notify(
+            f"{spec} has no weights: its weights are random (seeded with {RANDOM_INIT_SEED}, the same on every "
+            f"run), so its explanations say nothing about a trained model; pass --weights FILE{hint}"
+        )
     return model, categories
 
 

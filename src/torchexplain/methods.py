@@ -64,7 +64,9 @@ def run_methods(model, inputs: Tensor, method: str | Sequence[str], target="top1
     with model_guard(model), torch.no_grad():
         outputs = model(inputs)
     if not isinstance(outputs, Tensor) or outputs.dim() != 2:
-        raise ValueError("explain() needs a classifier returning (N, classes) scores; use torchexplain.attr for other models")
+        raise ValueError(
+            "explain() needs a classifier returning (N, classes) scores; use torchexplain.attr for other models"
+        )
     examples, classes = class_targets(target, outputs, class_names)
     rows = inputs[examples.to(inputs.device)]
     calls = method_calls(specs, model, method_kwargs or {})

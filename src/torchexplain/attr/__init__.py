@@ -1,16 +1,29 @@
 """Attribution methods with Captum's names, arguments and return forms."""
 
-from .base import Attribution, GradientAttribution
-from .gradient import Deconvolution, GuidedBackprop, InputXGradient, Saliency
-from .deeplift import DeepLift, DeepLiftShap
+from . import lrp_rules as _lrp_rules
 from .ablation import FeatureAblation, FeaturePermutation, PerturbationAttribution
+from .base import Attribution, GradientAttribution
+from .baselines import ProductBaselines
+from .dataloader import DataLoaderAttribution
+from .deeplift import DeepLift, DeepLiftShap
+from .embedding import (
+    InterpretableEmbeddingBase,
+    TokenReferenceBase,
+    configure_interpretable_embedding_layer,
+    remove_interpretable_embedding_layer,
+)
+from .gradient import Deconvolution, GuidedBackprop, InputXGradient, Saliency
 from .integrated import IntegratedGradients
+from .interpretable_input import ImageMaskInput, InterpretableInput, TextTemplateInput, TextTokenInput
 from .layer import (
     GuidedGradCam,
     LayerActivation,
     LayerGradCam,
     LayerGradientXActivation,
 )
+from .layer_base import LayerAttribution
+from .layer_deeplift import LayerDeepLiftShap
+from .layer_lrp import LayerLRP
 from .layer_path import (
     InternalInfluence,
     LayerConductance,
@@ -18,14 +31,11 @@ from .layer_path import (
     LayerGradientShap,
     LayerIntegratedGradients,
 )
-from .layer_base import LayerAttribution
 from .layer_perturbation import LayerFeatureAblation, LayerFeaturePermutation
 from .lime import KernelShap, Lime, get_exp_kernel_similarity_function
-from .layer_deeplift import LayerDeepLiftShap
-from .layer_lrp import LayerLRP
+from .lime_base import LimeBase
 from .lrp import LRP
 from .lrp_rules import *  # noqa: F403  (the LRP rules and composites, named once: lrp_rules.__all__)
-from . import lrp_rules as _lrp_rules
 from .neuron import (
     NeuronAttribution,
     NeuronConductance,
@@ -42,21 +52,11 @@ from .noise import GradientShap, NoiseTunnel
 from .occlusion import Occlusion
 from .rise import RISE
 from .shapley import ShapleyValues, ShapleyValueSampling
-from .baselines import ProductBaselines
-from .dataloader import DataLoaderAttribution
-from .embedding import (
-    InterpretableEmbeddingBase,
-    TokenReferenceBase,
-    configure_interpretable_embedding_layer,
-    remove_interpretable_embedding_layer,
-)
-from .interpretable_input import ImageMaskInput, InterpretableInput, TextTemplateInput, TextTokenInput
-from .lime_base import LimeBase
 from .stat import MSE, CommonStats, Count, Max, Mean, Min, Stat, StatValue, StdDev, Sum, Var
 from .summarizer import ClassSummarizer, Summarizer, SummarizerSingleTensor
 
 __all__ = [
-    "visualization",
+    "visualization",  # noqa: F405  (a lazily imported submodule, see __getattr__)
     "GradientAttribution",
     "PerturbationAttribution",
     "LimeBase",

@@ -14,7 +14,8 @@ from ..core.forward import ForwardAdapter
 from ..core.gradients import input_gradients, output_gap
 from ..core.hooks import model_guard
 from ..core.inputs import as_tuple, format_baselines, validate_inputs
-from ..core.inputs import per_row as per_row, take as take  # re-exported: the methods import them from here
+from ..core.inputs import per_row as per_row  # re-exported: the methods import them from here
+from ..core.inputs import take as take
 
 
 def example_major_rows(n: int, n_samples: int) -> tuple[Tensor, Tensor]:
@@ -69,7 +70,9 @@ class Attribution:
 
     def __init__(self, forward_func, output_selector=None):
         if not callable(forward_func):
-            raise TypeError(f"forward_func must be callable (an nn.Module or function); got {type(forward_func).__name__}")
+            raise TypeError(
+                f"forward_func must be callable (an nn.Module or function); got {type(forward_func).__name__}"
+            )
         self.forward_func = forward_func
         self.output_selector = output_selector
 
@@ -125,7 +128,6 @@ class Attribution:
         )
         with self._guard():
             return self._delta(adapter, attributions, starts, ends)
-
 
 
 def compute_gradients(forward_fn, inputs, target_ind=None, additional_forward_args=None) -> tuple[Tensor, ...]:

@@ -28,7 +28,7 @@ from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
-from torch.futures import Future, collect_all
+from torch.futures import collect_all
 
 from ..core.forward import ForwardAdapter, is_batch_output, is_future
 from ..core.inputs import as_tuple, validate_inputs
@@ -170,7 +170,9 @@ def _whole_blocks(adapter: ForwardAdapter, n_blocks: int, build, explain: Callab
     def stacked(values: list[Tensor]) -> Blocks:
         shapes = {tuple(v.shape) for v in values}
         if len(shapes) > 1:
-            raise ValueError(f"forward_func returned outputs of different shapes for the perturbed batches: {sorted(shapes)}")
+            raise ValueError(
+                f"forward_func returned outputs of different shapes for the perturbed batches: {sorted(shapes)}"
+            )
         return Blocks(torch.stack([v.clone() for v in values]), batch, adapter.n)
 
     if adapter.futures:
@@ -193,8 +195,13 @@ class PerturbationAttribution(Attribution):
         inputs, is_tuple = as_tuple(inputs)
         validate_inputs(inputs, floating=False, same_batch=False)
         adapter = ForwardAdapter(
-            self.forward_func, inputs[0].shape[0], target, additional_forward_args, forward_kwargs,
-            self.output_selector, futures=futures,
+            self.forward_func,
+            inputs[0].shape[0],
+            target,
+            additional_forward_args,
+            forward_kwargs,
+            self.output_selector,
+            futures=futures,
         )
         return inputs, is_tuple, adapter, format_feature_mask(feature_mask, inputs)
 
@@ -202,7 +209,12 @@ class PerturbationAttribution(Attribution):
         """:func:`block_values` under the model guard, titled with the class name."""
         with self._guard():
             return block_values(
-                adapter, n_blocks, build, perturbations_per_eval=perturbations_per_eval, show_progress=show_progress,
-                desc=type(self).__name__, shared_masks=not fm.per_example,
+                adapter,
+                n_blocks,
+                build,
+                perturbations_per_eval=perturbations_per_eval,
+                show_progress=show_progress,
+                desc=type(self).__name__,
+                shared_masks=not fm.per_example,
                 batched_inputs=len({x.shape[0] for x in inputs}) == 1,
             )

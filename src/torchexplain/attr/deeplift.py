@@ -16,8 +16,8 @@ import torch
 from ..core.gradients import row_gradients
 from ..core.hooks import FunctionRules
 from ..core.inputs import format_baseline_distribution, format_baselines, format_output
-from ..core.rules import Rescale
 from ..core.registry import register, zero_and_mean_baselines
+from ..core.rules import Rescale
 from .base import BaselineAttribution, RowTotals, take
 
 

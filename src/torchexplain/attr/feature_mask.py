@@ -72,7 +72,9 @@ def format_feature_mask(feature_mask, inputs: Sequence[Tensor]) -> "FeatureMask"
         raise ValueError(
             f"feature_mask must give one mask per input tensor: {len(inputs)} input(s) but {len(parts)} mask(s)"
         )
-    return FeatureMask([_check_mask(m, x, _where(i, len(inputs))) for i, (m, x) in enumerate(zip(parts, inputs))], inputs)
+    return FeatureMask(
+        [_check_mask(m, x, _where(i, len(inputs))) for i, (m, x) in enumerate(zip(parts, inputs))], inputs
+    )
 
 
 class FeatureMask:
@@ -95,9 +97,7 @@ class FeatureMask:
         flat = [m.reshape(-1).cpu() for m in self.masks]
         self.ids = torch.unique(torch.cat(flat)) if flat else torch.zeros(0, dtype=torch.long)
         self.n_features = int(self.ids.numel())
-        self.index = tuple(
-            torch.searchsorted(self.ids.to(m.device), m.contiguous()) for m in self.masks
-        )
+        self.index = tuple(torch.searchsorted(self.ids.to(m.device), m.contiguous()) for m in self.masks)
         self.present = torch.zeros(len(self.masks), self.n_features, dtype=torch.bool)
         for i, f in enumerate(flat):
             self.present[i, torch.searchsorted(self.ids, f)] = True
@@ -110,9 +110,11 @@ class FeatureMask:
         counts = torch.zeros(rows, self.n_features, dtype=torch.long)
         for idx, shape in zip(self.index, self.shapes):
             full = idx.expand((idx.shape[0],) + shape[1:]).reshape(idx.shape[0], -1).cpu()
-            counts += torch.zeros(idx.shape[0], self.n_features, dtype=torch.long).scatter_add_(
-                1, full, torch.ones_like(full)
-            ).expand(rows, -1)
+            counts += (
+                torch.zeros(idx.shape[0], self.n_features, dtype=torch.long)
+                .scatter_add_(1, full, torch.ones_like(full))
+                .expand(rows, -1)
+            )
         return counts if self.per_example else counts[0]
 
     def _row_index(self, i: int, n_rows: int, examples: Tensor | None) -> Tensor:
@@ -181,7 +183,9 @@ class FeatureMask:
             out.append(torch.where((idx == wanted).to(x.device), b, x))
         return tuple(out)
 
-    def expand(self, values: Tensor, examples: Tensor | None = None, dtype: torch.dtype | None = None) -> tuple[Tensor, ...]:
+    def expand(
+        self, values: Tensor, examples: Tensor | None = None, dtype: torch.dtype | None = None
+    ) -> tuple[Tensor, ...]:
         """Scatter per-feature values ``(N, n_features)`` to attributions in the
         inputs' shapes: every position gets its feature's value."""
         n_rows = values.shape[0]

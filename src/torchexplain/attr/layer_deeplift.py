@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from ..core.inputs import format_baseline_distribution
 from .base import RowTotals, take
-from .layer_base import layer_output
 from .deeplift import pair_points
+from .layer_base import layer_output
 from .layer_path import LayerDeepLift
 
 

@@ -147,8 +147,12 @@ class InternalInfluence(LayerAttribution):
 
         with self._guard():
             self._layer_gradients(
-                adapter, len(sizes) * n, lambda rows, examples: _interpolate(baselines, inputs, alphas, rows // n, examples),
-                consume, to_input=attribute_to_layer_input, chunk=self._chunk(internal_batch_size),
+                adapter,
+                len(sizes) * n,
+                lambda rows, examples: _interpolate(baselines, inputs, alphas, rows // n, examples),
+                consume,
+                to_input=attribute_to_layer_input,
+                chunk=self._chunk(internal_batch_size),
                 grad_kwargs=grad_kwargs,
             )
         return layer_output(totals)
@@ -186,9 +190,11 @@ class LayerConductance(_LayerPath):
 
         def consume(rows, examples, grads, values, scalars):
             if not state:  # per example: the running sum, and the previous step's gradient and values
-                state.update(total=[g.new_zeros((n,) + g.shape[1:]) for g in grads],
-                             grad=[g.new_empty((n,) + g.shape[1:]) for g in grads],
-                             value=[v.new_empty((n,) + v.shape[1:]) for v in values])
+                state.update(
+                    total=[g.new_zeros((n,) + g.shape[1:]) for g in grads],
+                    grad=[g.new_empty((n,) + g.shape[1:]) for g in grads],
+                    value=[v.new_empty((n,) + v.shape[1:]) for v in values],
+                )
             steps = rows // n
             for step in steps.unique().tolist():  # rows arrive in order; a chunk may span steps
                 here = (steps == step).nonzero().squeeze(1)
@@ -201,9 +207,12 @@ class LayerConductance(_LayerPath):
 
         with self._guard():
             self._layer_gradients(
-                adapter, (n_steps + 1) * n,
+                adapter,
+                (n_steps + 1) * n,
                 lambda rows, examples: _interpolate(baselines, inputs, alphas, rows // n, examples),
-                consume, to_input=attribute_to_layer_input, chunk=self._chunk(internal_batch_size),
+                consume,
+                to_input=attribute_to_layer_input,
+                chunk=self._chunk(internal_batch_size),
                 grad_kwargs=grad_kwargs,
             )
             return self._result(adapter, [tuple(state["total"])], baselines, inputs, return_convergence_delta)
@@ -254,8 +263,9 @@ class LayerGradientShap(_LayerPath):
             if not return_convergence_delta:
                 return attributions
             # one delta per (example, sample), example-major, as Captum's GradientShap
-            return attributions, totals[0].expanded_delta(adapter, n_samples, lambda rows, _: paths.starts(rows),
-                                                          paths.ends)
+            return attributions, totals[0].expanded_delta(
+                adapter, n_samples, lambda rows, _: paths.starts(rows), paths.ends
+            )
 
 
 class LayerDeepLift(_LayerPath):
@@ -266,8 +276,9 @@ class LayerDeepLift(_LayerPath):
     ``grad_kwargs`` (Captum's) go to ``torch.autograd.grad``; with
     ``materialize_grads=True`` a layer that does not reach the output gets zeros."""
 
-    def __init__(self, model, layer, multiply_by_inputs: bool = True, eps: float = 1e-10,
-                 output_selector=None, layer_call=None):
+    def __init__(
+        self, model, layer, multiply_by_inputs: bool = True, eps: float = 1e-10, output_selector=None, layer_call=None
+    ):
         super().__init__(model, layer, None, multiply_by_inputs, output_selector, layer_call)
         self.eps = eps
 
@@ -287,8 +298,10 @@ class LayerDeepLift(_LayerPath):
         inputs, _, adapter = self._prepare(inputs, target, additional_forward_args, forward_kwargs)
         baselines = format_baselines(baselines, inputs)
         if check_grad_kwargs(grad_kwargs).get("create_graph"):
-            raise ValueError("grad_kwargs={'create_graph': True} is not supported by LayerDeepLift: the rescale "
-                             "rule's backward pass is not itself differentiable")
+            raise ValueError(
+                "grad_kwargs={'create_graph': True} is not supported by LayerDeepLift: the rescale "
+                "rule's backward pass is not itself differentiable"
+            )
         results: list[Tensor] = []
 
         def keep(rows, examples, attrs):
@@ -299,13 +312,21 @@ class LayerDeepLift(_LayerPath):
 
         with self._guard():
             self._pairs(
-                adapter, inputs, lambda rows: tuple(take(b, rows) for b in baselines), adapter.n, keep,
-                attribute_to_layer_input, custom_attribution_func, self._chunk(internal_batch_size), grad_kwargs,
+                adapter,
+                inputs,
+                lambda rows: tuple(take(b, rows) for b in baselines),
+                adapter.n,
+                keep,
+                attribute_to_layer_input,
+                custom_attribution_func,
+                self._chunk(internal_batch_size),
+                grad_kwargs,
             )
             return self._result(adapter, [tuple(results)], baselines, inputs, return_convergence_delta)
 
-    def _pairs(self, adapter, inputs, references, n_rows: int, fold, to_input: bool, custom, chunk,
-               grad_kwargs=None) -> None:
+    def _pairs(
+        self, adapter, inputs, references, n_rows: int, fold, to_input: bool, custom, chunk, grad_kwargs=None
+    ) -> None:
         """DeepLIFT at the layer for rows ``r`` (example ``r % n``) against the
         reference rows ``references(rows)``: each chunk runs as one batch ``[rows;
         references]`` under the rescale rule, and ``fold(rows, examples, attributions)``
@@ -317,7 +338,13 @@ class LayerDeepLift(_LayerPath):
             fold(rows, examples, multiplier_attributions(grads, xs, refs, custom, self._multiply_by_inputs))
 
         self._layer_gradients(
-            adapter, n_rows, lambda rows, examples: tuple(take(x, examples) for x in inputs), consume,
-            to_input=to_input, chunk=chunk, context=lambda: FunctionRules(Rescale(self.eps)),
-            score=paired_score(adapter, references), grad_kwargs=grad_kwargs,
+            adapter,
+            n_rows,
+            lambda rows, examples: tuple(take(x, examples) for x in inputs),
+            consume,
+            to_input=to_input,
+            chunk=chunk,
+            context=lambda: FunctionRules(Rescale(self.eps)),
+            score=paired_score(adapter, references),
+            grad_kwargs=grad_kwargs,
         )

@@ -262,9 +262,9 @@ class Lime(LimeBase):
             kwargs = self._user_kwargs(e, inputs, is_tuple, base, fm)
             if inspect.isgeneratorfunction(self.perturb_func):
                 stream = self.perturb_func(original, **kwargs)
-                draw = lambda: next(stream, None)  # noqa: E731
+                draw = lambda stream=stream: next(stream, None)  # noqa: E731
             else:
-                draw = lambda: self.perturb_func(original, **kwargs)  # noqa: E731
+                draw = lambda original=original, kwargs=kwargs: self.perturb_func(original, **kwargs)  # noqa: E731
             rows = []
             for _ in range(n_samples):
                 sample = draw()

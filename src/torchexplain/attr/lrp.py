@@ -17,11 +17,11 @@ from typing import Mapping
 import torch
 from torch import Tensor, nn
 
-from ..core.hooks.canonizers import BatchNormFolding, batchnorm_pairs
 from ..core.gradients import row_gradients
 from ..core.hooks import module_hooks
-from ..core.inputs import as_tuple, format_output
+from ..core.hooks.canonizers import BatchNormFolding, batchnorm_pairs
 from ..core.hooks.relevance import relevance_rules
+from ..core.inputs import as_tuple, format_output
 from ..core.registry import register
 from .base import GradientAttribution, row_sums, take
 from .lrp_rules import *  # noqa: F403  (the rules' names, listed once: lrp_rules.__all__)
@@ -128,7 +128,8 @@ class _RuleChooser:
             yield
 
 
-@register("lrp", aliases=("layerwise_relevance",), delta=True, order=100, description="LRP, epsilon rule")
+@register("lrp", aliases=("layerwise_relevance",), delta=True, order=100, description="LRP, epsilon rule",
+          extra={"delta": "output minus sum"})
 class LRP(GradientAttribution):
     """Layer-wise relevance propagation, Captum-compatible.
 

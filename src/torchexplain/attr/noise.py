@@ -8,7 +8,6 @@ import torch
 
 from ..core.batching import evaluate_rows
 from ..core.gradients import row_gradients
-from ..core.sampling import BY_SAMPLE, PathDraws, Sampler
 from ..core.inputs import (
     as_tuple,
     format_additional_args,
@@ -18,9 +17,10 @@ from ..core.inputs import (
     validate_inputs,
 )
 from ..core.registry import noise_level, register, zero_and_mean_baselines
+from ..core.sampling import BY_SAMPLE, PathDraws, Sampler
+from .base import Attribution, BaselineAttribution, RowTotals, take
 from .gradient import Saliency
 from .seeding import positive_int
-from .base import Attribution, BaselineAttribution, RowTotals, take
 
 NT_TYPES = ("smoothgrad", "smoothgrad_sq", "vargrad")
 
@@ -37,20 +37,24 @@ def _stdevs(stdevs, n_inputs: int) -> tuple[float, ...]:
 
 @register("smoothgrad", aliases=("smooth_grad", "noise_tunnel"), order=50,
           build=lambda model: NoiseTunnel(Saliency(model)),
-          defaults=lambda x: {"nt_type": "smoothgrad", "nt_samples": 16, "stdevs": noise_level(x)},
+          defaults=lambda x: {"nt_type": "smoothgrad", "nt_samples": 16, "stdevs": noise_level(x),
+                              "generator": torch.Generator().manual_seed(0)},
           description="SmoothGrad: saliency averaged over noisy copies")
 class NoiseTunnel(Attribution):
     """Averages another method's attributions over noisy copies of the inputs
     (SmoothGrad, Smilkov et al. 2017; VarGrad, Adebayo et al. 2018).
 
     ``generator`` (beyond Captum, on any device) makes the noise reproducible without
-    touching the global RNG (see :mod:`torchexplain.core.sampling`). Noisy copies are built ``nt_samples_batch_size`` samples at a time
-    (all at once by default); the wrapped method chunks its own rows as usual.
+    touching the global RNG (see :mod:`torchexplain.core.sampling`). Noisy copies are
+    built ``nt_samples_batch_size`` samples at a time (all at once by default); the
+    wrapped method chunks its own rows as usual.
     """
 
     def __init__(self, attribution_method: Attribution):
         if not hasattr(attribution_method, "attribute"):
-            raise TypeError(f"attribution_method must be an attribution method; got {type(attribution_method).__name__}")
+            raise TypeError(
+                f"attribution_method must be an attribution method; got {type(attribution_method).__name__}"
+            )
         super().__init__(attribution_method.forward_func, getattr(attribution_method, "output_selector", None))
         self.attribution_method = attribution_method
 
@@ -142,9 +146,15 @@ class NoiseTunnel(Attribution):
         return inner
 
 
-@register("gradient_shap", aliases=("gradshap", "expected_gradients"), delta=True, order=40,
-          defaults=lambda x: {"baselines": zero_and_mean_baselines(x), "n_samples": 20},
-          description="GradientSHAP over a zero and a mean-image baseline")
+@register(
+    "gradient_shap",
+    aliases=("gradshap", "expected_gradients"),
+    delta=True,
+    order=40,
+    defaults=lambda x: {"baselines": zero_and_mean_baselines(x), "n_samples": 20,
+                        "generator": torch.Generator().manual_seed(0)},
+    description="GradientSHAP over a zero and a mean-image baseline",
+)
 class GradientShap(BaselineAttribution):
     """GradientSHAP (Lundberg & Lee 2017): expected gradients between the inputs
     (plus Gaussian noise of ``stdevs``) and baselines drawn at random from a

@@ -37,7 +37,9 @@ def _format_windows(sliding_window_shapes, inputs) -> list[tuple[int, ...]]:
     if _is_int(shapes[0]):
         shapes = (shapes,)
     if len(shapes) != len(inputs):
-        raise ValueError(f"{name} must give one window shape per input tensor: {len(inputs)} input(s), got {len(shapes)}")
+        raise ValueError(
+            f"{name} must give one window shape per input tensor: {len(inputs)} input(s), got {len(shapes)}"
+        )
     out = []
     for i, (w, x) in enumerate(zip(shapes, inputs)):
         where = f"{name}[{i}]" if len(inputs) > 1 else name
@@ -73,7 +75,8 @@ def _format_strides(strides, inputs, windows) -> list[tuple[int, ...]]:
             s = (s,) * len(dims)
         if not isinstance(s, (tuple, list)) or not all(_is_int(v) for v in s) or len(s) != len(dims):
             raise ValueError(
-                f"{where} must be an int or a tuple of {len(dims)} ints for an input of shape {tuple(x.shape)}; got {s!r}"
+                f"{where} must be an int or a tuple of {len(dims)} ints for an input of shape {tuple(x.shape)}; "
+                f"got {s!r}"
             )
         if any(v < 1 for v in s):
             raise ValueError(f"{where} must be positive; got {tuple(s)}")
@@ -149,7 +152,10 @@ class Occlusion(PerturbationAttribution):
     ):
         inputs, is_tuple, adapter, fm = self._setup(inputs, target, additional_forward_args, forward_kwargs, None)
         windows = _format_windows(sliding_window_shapes, inputs)
-        grids = [_Grid(w, s, tuple(x.shape[1:])) for w, s, x in zip(windows, _format_strides(strides, inputs, windows), inputs)]
+        grids = [
+            _Grid(w, s, tuple(x.shape[1:]))
+            for w, s, x in zip(windows, _format_strides(strides, inputs, windows), inputs)
+        ]
         baselines, n = perturbation_baselines(baselines, inputs), adapter.n
         offsets = [1]  # block 0 is the unoccluded inputs
         for g in grids:
@@ -174,9 +180,14 @@ class Occlusion(PerturbationAttribution):
             v = blocks.flat()
             dtype = torch.promote_types(v.dtype, torch.float32)
             drops = (v[0:1] - v[1:]).t().to(torch.float64)  # (outputs, all windows)
-            return format_output(is_tuple, [
-                g.scatter(drops[:, first - 1 : first - 1 + g.n_windows]).to(device=x.device, dtype=dtype)
-                for x, g, first in zip(inputs, grids, offsets)
-            ])
+            return format_output(
+                is_tuple,
+                [
+                    g.scatter(drops[:, first - 1 : first - 1 + g.n_windows]).to(device=x.device, dtype=dtype)
+                    for x, g, first in zip(inputs, grids, offsets)
+                ],
+            )
 
-        return then(self._blocks(adapter, fm, inputs, offsets[-1], build, perturbations_per_eval, show_progress), finish)
+        return then(
+            self._blocks(adapter, fm, inputs, offsets[-1], build, perturbations_per_eval, show_progress), finish
+        )

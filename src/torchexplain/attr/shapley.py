@@ -148,7 +148,8 @@ class ShapleyValues(ShapleyValueSampling):
             raise ValueError(
                 f"ShapleyValues enumerates 2**n_features coalitions and accepts at most {MAX_EXACT_FEATURES} "
                 f"features; feature_mask defines {n_features}. Group features with a coarser feature_mask "
-                "(torchexplain.masks.grid or superpixels) or use ShapleyValueSampling(model).attribute(..., n_samples=...)"
+                "(torchexplain.masks.grid or superpixels) or use "
+                "ShapleyValueSampling(model).attribute(..., n_samples=...)"
             )
         baselines = perturbation_baselines(baselines, inputs)
         bits = 1 << torch.arange(n_features)
@@ -171,5 +172,6 @@ class ShapleyValues(ShapleyValueSampling):
                 phi[:, i] = weights[sizes[without]] @ gains
             return _shapley_result(blocks, phi, fm, inputs, is_tuple)
 
-        return then(self._blocks(adapter, fm, inputs, 1 << n_features, build, perturbations_per_eval, show_progress),
-                    finish)
+        return then(
+            self._blocks(adapter, fm, inputs, 1 << n_features, build, perturbations_per_eval, show_progress), finish
+        )

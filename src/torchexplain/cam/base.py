@@ -31,9 +31,9 @@ from torch import Tensor, nn
 
 from ..core.batching import check_chunk_size
 from ..core.forward import ForwardAdapter
-from ..core.targets import Target
 from ..core.hooks import model_guard
 from ..core.hooks.layers import LayerTap, layer_name, resolve_layer
+from ..core.targets import Target
 from . import locate
 
 

@@ -20,7 +20,6 @@ from typing import Any, Callable
 
 import torch
 from torch import Tensor
-from torch.futures import Future
 
 from .inputs import argument_rows, format_additional_args, format_forward_kwargs
 from .targets import Target
@@ -53,7 +52,9 @@ def select_output(output: Any, selector) -> Tensor:
             try:
                 output = output[selector]
             except (KeyError, IndexError, TypeError):
-                raise ValueError(f"output_selector {selector!r} does not select anything from the model output") from None
+                raise ValueError(
+                    f"output_selector {selector!r} does not select anything from the model output"
+                ) from None
     elif isinstance(output, (dict, tuple, list)):
         raise ValueError(
             f"the model returned a {type(output).__name__}; pass output_selector=<index, key or callable> "
@@ -79,7 +80,9 @@ class ForwardAdapter:
         futures: bool = False,
     ):
         if not callable(forward_func):
-            raise TypeError(f"forward_func must be callable (an nn.Module or function); got {type(forward_func).__name__}")
+            raise TypeError(
+                f"forward_func must be callable (an nn.Module or function); got {type(forward_func).__name__}"
+            )
         self.forward_func = forward_func
         self.n = n_examples
         self.target = Target.of(target, n_examples)
@@ -98,7 +101,9 @@ class ForwardAdapter:
         """This adapter explaining ``target`` (any form :class:`Target` takes)."""
         return self._replace(target=Target.of(target, self.n))
 
-    def with_forward(self, forward_func: Callable, *, args=_KEEP, kwargs=_KEEP, output_selector=_KEEP) -> "ForwardAdapter":
+    def with_forward(
+        self, forward_func: Callable, *, args=_KEEP, kwargs=_KEEP, output_selector=_KEEP
+    ) -> "ForwardAdapter":
         """This adapter calling ``forward_func`` instead (with the same extra
         arguments, target and selector unless given)."""
         changes: dict = {"forward_func": forward_func}
@@ -137,7 +142,8 @@ class ForwardAdapter:
             out = out.reshape(1)
         if out.shape[0] != n_rows and out.numel() != n_rows:
             raise ValueError(
-                f"the model output has {out.shape[0]} rows for {n_rows} input rows; its first dimension must be the batch"
+                f"the model output has {out.shape[0]} rows for {n_rows} input rows; "
+                "its first dimension must be the batch"
             )
         return out
 
@@ -152,13 +158,17 @@ class ForwardAdapter:
     def scalars(self, inputs: tuple[Tensor, ...], examples: Tensor) -> Tensor:
         """One explained scalar per row."""
         n_rows = inputs[0].shape[0]
-        return self._then(self.call(inputs, examples), lambda out: self.target.select(self.check_rows(out, n_rows), examples))
+        return self._then(
+            self.call(inputs, examples), lambda out: self.target.select(self.check_rows(out, n_rows), examples)
+        )
 
     def values(self, inputs: tuple[Tensor, ...], examples: Tensor) -> Tensor:
         """The explained values of each row, ``(rows, *rest)``: one scalar per row
         when the target picks one, every output element for ``target=None``."""
         n_rows = inputs[0].shape[0]
-        return self._then(self.call(inputs, examples), lambda out: self.target.values(self.check_rows(out, n_rows), examples))
+        return self._then(
+            self.call(inputs, examples), lambda out: self.target.values(self.check_rows(out, n_rows), examples)
+        )
 
     def batch_target(self, out: Tensor) -> Tensor:
         """What is explained of a whole-batch output ``out``: the output, at least 1-D,

@@ -18,7 +18,9 @@ def as_tuple(inputs, name: str = "inputs") -> tuple[tuple[Tensor, ...], bool]:
     is_tuple = isinstance(inputs, (tuple, list))
     items = tuple(inputs) if is_tuple else (inputs,)
     if not items:
-        raise ValueError(f"{name} must be a tensor or a non-empty tuple of tensors; got an empty {type(inputs).__name__}")
+        raise ValueError(
+            f"{name} must be a tensor or a non-empty tuple of tensors; got an empty {type(inputs).__name__}"
+        )
     for i, t in enumerate(items):
         if not isinstance(t, Tensor):
             where = f"{name}[{i}]" if is_tuple else name
@@ -32,8 +34,9 @@ def format_output(is_tuple: bool, values: Sequence[Tensor]):
     return values if is_tuple else values[0]
 
 
-def validate_inputs(inputs: tuple[Tensor, ...], *, floating: bool = True, name: str = "inputs",
-                    same_batch: bool = True) -> int:
+def validate_inputs(
+    inputs: tuple[Tensor, ...], *, floating: bool = True, name: str = "inputs", same_batch: bool = True
+) -> int:
     """Check a tuple of input tensors and return their common batch size (the first
     tensor's with ``same_batch=False``, where first dimensions may differ)."""
     sizes = []
@@ -127,7 +130,9 @@ def format_baseline_distribution(baselines, inputs: tuple[Tensor, ...]) -> tuple
         else:
             baselines = baselines(*inputs) if len(inputs) > 1 else baselines(inputs[0])
     if baselines is None:
-        raise ValueError("baselines must be given: a tensor of baseline rows (B, *input.shape[1:]) or a callable returning one")
+        raise ValueError(
+            "baselines must be given: a tensor of baseline rows (B, *input.shape[1:]) or a callable returning one"
+        )
     parts = _split_baselines(baselines, inputs)
     out = []
     for i, (b, x) in enumerate(zip(parts, inputs)):
@@ -139,7 +144,8 @@ def format_baseline_distribution(baselines, inputs: tuple[Tensor, ...]) -> tuple
         b = b.to(device=x.device, dtype=x.dtype)
         if b.dim() != x.dim() or b.shape[1:] != x.shape[1:]:
             raise ValueError(
-                f"{where} must have shape (B, {', '.join(map(str, x.shape[1:]))}) to match the input; got {tuple(b.shape)}"
+                f"{where} must have shape (B, {', '.join(map(str, x.shape[1:]))}) to match the input; "
+                f"got {tuple(b.shape)}"
             )
         out.append(b)
     counts = {b.shape[0] for b in out}
@@ -184,7 +190,6 @@ def format_forward_kwargs(kwargs) -> dict:
     if not isinstance(kwargs, dict):
         raise TypeError(f"forward_kwargs must be a dict of keyword arguments; got {type(kwargs).__name__}")
     return dict(kwargs)
-
 
 
 def repeat_per_example(value, n: int, k: int):

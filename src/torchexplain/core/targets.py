@@ -60,8 +60,9 @@ class Target:
         elif isinstance(target, str):
             if target.strip().lower() not in (PREDICTED, "top1"):
                 raise TypeError(
-                    'target must be None, an int, a tuple of ints, a list, an integer tensor, a callable or "predicted"; '
-                    f"got the string {target!r} (class names are resolved by torchexplain.explain(..., class_names=...))"
+                    "target must be None, an int, a tuple of ints, a list, an integer tensor, a callable or "
+                    f'"predicted"; got the string {target!r} (class names are resolved by '
+                    "torchexplain.explain(..., class_names=...))"
                 )
             self.predicted = True
         elif callable(target) and not isinstance(target, Tensor):

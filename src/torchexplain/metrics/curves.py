@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..core.forward import ForwardAdapter
-from ..core.targets import Target
 from ..core.hooks import model_guard
 from ..core.perturb import forward_rows
+from ..core.targets import Target
 
 
 def _feature_map(inputs: Tensor, attributions: Tensor) -> Tensor:

@@ -14,6 +14,8 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
+from ..core.forward import ForwardAdapter
+from ..core.gradients import output_gap
 from .curves import deletion, insertion
 from .fidelity import infidelity, sensitivity_max
 from .properties import completeness, sparseness
@@ -60,9 +62,7 @@ def _gaussian_perturbation(seed: int, std: float = 0.1):
 
 def _relative_completeness(c: Case) -> Tensor:
     delta = completeness(c.attributions, c.model, c.inputs, 0.0, c.target)
-    with torch.no_grad():
-        out = c.model(c.inputs)
-        gap = (out - c.model(torch.zeros_like(c.inputs)))[torch.arange(len(c.target)), c.target]
+    gap = output_gap(ForwardAdapter(c.model, len(c.inputs), c.target), (torch.zeros_like(c.inputs),), (c.inputs,))
     return (delta.abs() / gap.abs().clamp_min(1e-12)).float()
 
 

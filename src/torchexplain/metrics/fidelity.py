@@ -21,8 +21,8 @@ from torch import Tensor
 from ..core.batching import evaluate_rows
 from ..core.forward import ForwardAdapter
 from ..core.gradients import forward_scalars
-from ..core.inputs import as_tuple, format_baselines, repeat_per_example
 from ..core.hooks import model_guard
+from ..core.inputs import as_tuple, format_baselines, repeat_per_example
 
 
 def _check_samples(n_samples) -> None:

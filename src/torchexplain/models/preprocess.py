@@ -113,4 +113,7 @@ class Preprocess:
         return ((x - self.mean) / self.std).to(self.device)
 
     def __repr__(self) -> str:
-        return f"Preprocess(gray, resize {self.size}x{self.size}, [0, 1], mean={self.mean}, std={self.std}, device={str(self.device)!r})"
+        return (
+            f"Preprocess(gray, resize {self.size}x{self.size}, [0, 1], mean={self.mean}, std={self.std}, "
+            f"device={str(self.device)!r})"
+        )

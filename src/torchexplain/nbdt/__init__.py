@@ -13,7 +13,7 @@ nbdt's own forms work too: ``from torchexplain.nbdt.model import HardNBDT``,
 decisions). Nothing is downloaded.
 """
 
-from . import model, utils
+from . import model, utils  # noqa: F401  (nbdt.model and nbdt.utils, as in nbdt)
 from .hierarchy import Hierarchy, agglomerate, final_linear_weight, induce_hierarchy
 from .inference import HardNBDT, SoftNBDT, TreeTables, decision_line, decision_steps
 from .loss import SoftTreeSupLoss, finetune

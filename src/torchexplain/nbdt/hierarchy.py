@@ -322,7 +322,8 @@ def induce_hierarchy(
     for a, b in agglomerate(weight.float().cpu().numpy(), linkage):
         children.append(sorted((a, b), key=lambda c: min(_leaves(children, c, n))))
     classes = list(range(n)) + [None] * (len(children) - n)
-    names = list(class_names) + [namer([class_names[c] for c in _leaves(children, i, n)]) for i in range(n, len(children))]
+    inner = [namer([class_names[c] for c in _leaves(children, i, n)]) for i in range(n, len(children))]
+    names = list(class_names) + inner
     return _pruned(children, classes, names, len(children) - 1, class_names)
 
 

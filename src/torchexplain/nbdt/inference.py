@@ -46,7 +46,9 @@ class TreeTables(nn.Module):
                 means[k * width + s, leaves] = 1.0 / len(leaves)
                 padding[k, s] = False
                 child_node[k, s] = child
-        slot = {int(child_node[k, s]): k * width + s for k in range(len(inner)) for s in range(width) if not padding[k, s]}
+        slot = {
+            int(child_node[k, s]): k * width + s for k in range(len(inner)) for s in range(width) if not padding[k, s]
+        }
         paths = [[slot[node] for node in hierarchy.path(cls)[1:]] for cls in range(c)]
         depth = max(len(p) for p in paths)
         zero = len(inner) * width
@@ -60,8 +62,10 @@ class TreeTables(nn.Module):
     def decision_log_probs(self, logits: Tensor) -> Tensor:
         """(N, inner, width) log-probabilities of each child at each inner node."""
         if logits.dim() != 2 or logits.shape[1] != self.hierarchy.n_classes:
-            raise ValueError(f"the model must output (N, {self.hierarchy.n_classes}) logits, one per class of the "
-                             f"hierarchy; got shape {tuple(logits.shape)}")
+            raise ValueError(
+                f"the model must output (N, {self.hierarchy.n_classes}) logits, one per class of the "
+                f"hierarchy; got shape {tuple(logits.shape)}"
+            )
         scores = (logits @ self.child_means.to(logits.dtype).t()).view(logits.shape[0], -1, self.width)
         return F.log_softmax(scores.masked_fill(self.padding, float("-inf")), dim=-1)
 

@@ -2,8 +2,8 @@
 
 The default needs nothing but the class names: the longest common prefix of the
 leaves' labels when it is a meaningful word part, else the labels in braces, sorted
-(``{cat, dog}``; a large node lists its first three and ``+k more``, never ``+1 more``). :func:`wordnet_namer` names nodes by the
-lowest common WordNet hypernym, and is available only when nltk and its WordNet
+(``{cat, dog}``; a large node lists its first three and ``+k more``, never ``+1 more``).
+:func:`wordnet_namer` names nodes by the lowest common WordNet hypernym, and is available only when nltk and its WordNet
 corpus are installed locally: nothing is ever downloaded.
 """
 
@@ -20,8 +20,9 @@ SHOWN = 3
 
 def natural_key(label: str) -> list:
     """Sort key putting "class2" before "class10": digit runs compare as numbers."""
-    return [(0, int(part), "") if part.isdigit() else (1, 0, part.lower())
-            for part in re.split(r"(\d+)", label) if part]
+    return [
+        (0, int(part), "") if part.isdigit() else (1, 0, part.lower()) for part in re.split(r"(\d+)", label) if part
+    ]
 
 
 def _common_prefix(labels: list[str]) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from ..nbdt.render import TREE_CSS, TREE_JS, steps_html, tree_data, tree_view
 from .page import Section, esc
 
-
 TREE_SECTION_CSS = TREE_CSS + """
 .tree-row{margin:6px 0 10px}
 .tree-row>summary{cursor:pointer}

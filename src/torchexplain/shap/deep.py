@@ -9,8 +9,8 @@ from torch import Tensor, nn
 from ..attr.deeplift import DeepLiftShap
 from ..attr.layer_path import LayerDeepLift
 from ..core.hooks.layers import resolve_layer
-from .explanation import Explanation
 from ..core.targets import output_ranks
+from .explanation import Explanation
 from .forms import (
     background_tensors,
     borrowed,

@@ -12,7 +12,6 @@ shap >= 0.45 return forms.
 from __future__ import annotations
 
 import contextlib
-import numbers
 from typing import Sequence
 
 import numpy as np
@@ -23,6 +22,7 @@ from ..core.batching import evaluate_rows
 from ..core.forward import ForwardAdapter
 from ..core.hooks import model_guard
 from ..core.inputs import as_tuple
+
 
 def background_tensors(data, name: str = "data") -> tuple[tuple[Tensor, ...], bool]:
     """``data`` as a tuple of tensors sharing their first dimension, and whether it

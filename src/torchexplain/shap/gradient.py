@@ -15,6 +15,7 @@ from ..core.gradients import RowRunner, row_gradients
 from ..core.hooks.layers import LayerTap, layer_name, resolve_layer
 from ..core.sampling import PathDraws, Sampler
 from ..core.targets import output_ranks
+from .explanation import Explanation
 from .forms import (
     background_tensors,
     borrowed,
@@ -26,7 +27,6 @@ from .forms import (
     shap_form,
     with_ranks,
 )
-from .explanation import Explanation
 from .layer import layer_inputs, output_passes_through, probe_feeds, split_model
 
 COMPAT = (None, "shap")

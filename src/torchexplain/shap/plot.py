@@ -42,7 +42,9 @@ def _images(value: Any, name: str) -> np.ndarray:
     if channel_first and array.ndim == 4:
         array = np.moveaxis(array, 1, -1)
     if array.ndim not in (3, 4):
-        raise ValueError(f"{name} must be (N, H, W, C) / (N, H, W) arrays or (N, C, H, W) tensors; got shape {array.shape}")
+        raise ValueError(
+            f"{name} must be (N, H, W, C) / (N, H, W) arrays or (N, C, H, W) tensors; got shape {array.shape}"
+        )
     return array
 
 
@@ -153,8 +155,9 @@ def image_plot(
             if names is not None and (names.shape[0] > 1 or row == 0):
                 axis.set_title(str(names[min(row, names.shape[0] - 1), j]), **pad)
     figure.subplots_adjust(hspace=hspace)
-    bar = figure.colorbar(heat, ax=np.ravel(axes).tolist(), label="SHAP value", orientation="horizontal",
-                          aspect=size[0] / aspect)
+    bar = figure.colorbar(
+        heat, ax=np.ravel(axes).tolist(), label="SHAP value", orientation="horizontal", aspect=size[0] / aspect
+    )
     bar.outline.set_visible(False)
     if show:
         import matplotlib.pyplot as plt

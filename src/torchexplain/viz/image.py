@@ -18,7 +18,6 @@ from matplotlib.axes import Axes
 from matplotlib.colors import Colormap, LinearSegmentedColormap
 from matplotlib.figure import Figure
 
-from .arrays import cumulative_threshold as _cumulative_threshold
 from .arrays import (
     check_choice,
     check_finite,
@@ -27,6 +26,7 @@ from .arrays import (
     to_hwc,
     to_numpy,
 )
+from .arrays import cumulative_threshold as _cumulative_threshold
 
 METHODS = ("heat_map", "blended_heat_map", "original_image", "masked_image", "alpha_scaling")
 SIGNS = ("all", "positive", "negative", "absolute_value")

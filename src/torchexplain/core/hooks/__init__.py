@@ -12,4 +12,12 @@ undone on every exit path:
 from .functions import ELEMENTWISE_KINDS, FunctionRules, Saved, scatter_to_input
 from .model import frozen_parameters, model_guard, module_hooks
 
-__all__ = ["ELEMENTWISE_KINDS", "FunctionRules", "Saved", "frozen_parameters", "model_guard", "module_hooks", "scatter_to_input"]
+__all__ = [
+    "ELEMENTWISE_KINDS",
+    "FunctionRules",
+    "Saved",
+    "frozen_parameters",
+    "model_guard",
+    "module_hooks",
+    "scatter_to_input",
+]

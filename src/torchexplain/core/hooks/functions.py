@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
-
 # --------------------------------------------------------------------------- intercepted ops
 
 # kind -> the callables that compute it; in-place variants are recognised by name or flag

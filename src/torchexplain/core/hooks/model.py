@@ -8,9 +8,10 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-
 # the per-module dictionaries of hooks (forward, backward, state-dict... hooks)
-_HOOK_DICTS = tuple(n for n, v in vars(nn.Module()).items() if n.startswith("_") and n.endswith("hooks") and isinstance(v, dict))
+_HOOK_DICTS = tuple(
+    n for n, v in vars(nn.Module()).items() if n.startswith("_") and n.endswith("hooks") and isinstance(v, dict)
+)
 
 
 @contextlib.contextmanager
