@@ -7,7 +7,7 @@ PIP_FLAGS ?= --disable-pip-version-check -q
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install $(PIP_FLAGS) --upgrade pip
-	$(PY) -m pip install $(PIP_FLAGS) -e '.[dev,vision]'
+	$(PY) -m pip install $(PIP_FLAGS) -e '.[dev,vision,ray]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -16,7 +16,7 @@ test: install
 	$(PY) -m pytest tests -q
 
 test-fast: install
-	$(PY) -m pytest tests -q -m "not slow and not browser and not gpu"
+	$(PY) -m pytest tests -q -m "not slow and not browser and not gpu and not ray"
 
 demo: install
 	$(VENV)/bin/torchexplain demo

@@ -294,3 +294,32 @@ def test_a_models_own_error_is_raised_without_a_retry():
     with pytest.raises(RuntimeError, match="boom"):
         Saliency(net).attribute(torch.randn(6, 3, 8, 8), target=1)
     assert net.calls == 1
+
+
+def test_the_measured_block_of_a_forward_only_method_frees_its_activations():
+    """Occlusion's "auto" probe runs one block with autograd on to measure activations;
+    none of them may outlive the call (a pack hook keeping its tensor would leave every
+    probed block's graph in a cycle that only backward breaks)."""
+    import gc
+    import weakref
+
+    from torchexplain.attr import Occlusion
+
+    seen = []
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.a, self.b = nn.Linear(6, 5), nn.Linear(5, 2)
+
+        def forward(self, x):
+            hidden = torch.relu(self.a(x))  # relu saves its output for backward
+            seen.append(weakref.ref(hidden))
+            return self.b(hidden)
+
+    x = torch.randn(4, 6)
+    attributions = Occlusion(Net()).attribute(x, sliding_window_shapes=(1,), target=1, perturbations_per_eval="auto")
+    gc.collect()
+    assert len(seen) >= 2 and attributions.shape == x.shape
+    assert [r for r in seen if r() is not None] == []

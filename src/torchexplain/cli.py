@@ -1,4 +1,5 @@
-"""The ``torchexplain`` command: ``demo``, ``explain``, ``nbdt`` and ``evaluate``.
+"""The ``torchexplain`` command: ``demo``, ``explain``, ``nbdt``, ``evaluate``, ``explain-dataset``
+and ``report``.
 
 Exit status: 0 on success, 2 on usage errors, 1 on runtime failures; errors are one
 line on stderr, never a traceback."""
@@ -7,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -53,7 +53,18 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--steps", type=int, default=50, help="points of the deletion and insertion curves (default 50)")
     ev.add_argument("--out", default="torchexplain-eval", help="output directory (default: torchexplain-eval)")
     _common(ev)
+    _dataset_parser(sub)
+    _report_parser(sub)
     return p
+
+
+def _report_parser(sub) -> None:
+    rep = sub.add_parser("report", help="write summary.html of an explain-dataset output directory")
+    rep.add_argument("dir", metavar="DIR", help="the output directory of explain-dataset")
+    rep.add_argument("--metrics", help="also measure these metrics (e.g. deletion,insertion) on a sample of the images")
+    rep.add_argument("--sample", type=int, default=16, help="images in the metrics' stratified sample (default 16)")
+    rep.add_argument("--seed", type=int, default=0, help="seed of the sample (default 0)")
+    rep.add_argument("--quiet", action="store_true", help="print nothing but errors")
 
 
 def _default_methods() -> tuple[str, ...]:
@@ -76,6 +87,10 @@ def _metric_names() -> list[str]:
 
 def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE")
+    _model_flags(p)
+
+
+def _model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         required=True,
@@ -113,13 +128,9 @@ def _target(text: str):
 
 
 def _out_dir(path: str, files: list[str], overwrite: bool) -> Path:
-    out = Path(path)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise RuntimeError(f"cannot create output directory {out}: {err.strerror}") from None
-    if not os.access(out, os.W_OK):
-        raise RuntimeError(f"output directory {out} is not writable")
+    from .dataset.output import writable_dir
+
+    out = writable_dir(path)
     clash = [f for f in files if (out / f).exists()]
     if clash and not overwrite:
         raise RuntimeError(f"{out / clash[0]} already exists; pass --overwrite to replace it")
@@ -388,10 +399,39 @@ def _nbdt(args) -> None:
         tree_page(tree, f"Neural-backed decision tree: {args.model}").write(args.html)
 
 
+def _report(args) -> Path:
+    from .report.dataset import write_summary
+
+    metrics = _metrics(args.metrics) if args.metrics is not None else None
+    if args.sample < 1:
+        raise UsageError("--sample must be a positive number of images")
+    page = write_summary(args.dir, metrics, sample=args.sample, seed=args.seed)
+    if not args.quiet:
+        print(f"summary: {page}")
+    return page
+
+
+def _dataset_parser(sub) -> None:
+    from .dataset.cli import add_parser
+
+    add_parser(sub, _model_flags, _common)
+
+
+def _explain_dataset(args):
+    from .dataset.cli import run
+
+    labels = _labels(args.labels) if args.labels else None
+    metrics = _metrics(args.metrics) if args.metrics is not None else None
+    return run(args, methods=_methods(args.method), target=_target(args.target), labels=labels, metrics=metrics,
+               note=_note, progress=_progress(args))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        {"demo": _demo, "explain": _explain, "nbdt": _nbdt, "evaluate": _evaluate}[args.command](args)
+        handlers = {"demo": _demo, "explain": _explain, "nbdt": _nbdt, "evaluate": _evaluate, "report": _report,
+                    "explain-dataset": _explain_dataset}
+        handlers[args.command](args)
     except UsageError as err:
         print(f"torchexplain: error: {err}", file=sys.stderr)
         return EXIT_USAGE

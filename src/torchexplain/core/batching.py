@@ -31,10 +31,17 @@ def check_chunk_size(value, name: str = "internal_batch_size"):
 
 
 class _SavedBytes:
-    """Counts the bytes autograd saves for backward inside the block."""
+    """Counts the bytes autograd saves for backward inside the block.
 
-    def __init__(self):
+    With ``keep=False`` (forward-only work, whose graph is never differentiated) the
+    saved tensors are counted and dropped: a pack hook that returns its tensor keeps a
+    reference cycle through C++ (an op's saved output -> its grad_fn -> the saved
+    output) that only a backward pass breaks, so every probed block's activations
+    would otherwise stay alive for good."""
+
+    def __init__(self, keep: bool = True):
         self.total = 0
+        self.keep = keep
         self._seen: set[int] = set()
 
     def pack(self, t):
@@ -47,10 +54,16 @@ class _SavedBytes:
         if key not in self._seen:
             self._seen.add(key)
             self.total += t.numel() * t.element_size()
+        return t if self.keep else None
+
+    @staticmethod
+    def _unpack(t):
+        if t is None:
+            raise RuntimeError("evaluate_rows(forward_only=True): a probed block's graph was differentiated")
         return t
 
     def __enter__(self):
-        self._ctx = torch.autograd.graph.saved_tensors_hooks(self.pack, lambda t: t)
+        self._ctx = torch.autograd.graph.saved_tensors_hooks(self.pack, self._unpack)
         self._ctx.__enter__()
         return self
 
@@ -77,6 +90,7 @@ def evaluate_rows(
     probe_rows: int = 1,
     saved_fraction: float = 1.0,
     cpu_chunk_bytes: float | None = None,
+    forward_only: bool = False,
 ) -> None:
     """Call ``run(start, stop)`` over consecutive blocks covering ``range(n_rows)``.
 
@@ -86,7 +100,8 @@ def evaluate_rows(
     ``saved_fraction`` is the share of the measured activations that stays alive at
     once (1 when a backward pass follows; less for forward-only work).
     ``cpu_chunk_bytes`` caps the budget on CPU, where blocks larger than the caches
-    run slower per row.
+    run slower per row. ``forward_only``: ``run`` never differentiates what it computes
+    (its saved tensors are only measured).
     """
     stats = {} if stats is None else stats
     if n_rows <= 0:
@@ -102,7 +117,7 @@ def evaluate_rows(
     if first == n_rows:
         run(0, n_rows)
         return
-    with _SavedBytes() as saved:
+    with _SavedBytes(keep=not forward_only) as saved:
         run(0, first)
     per_row = saved_fraction * saved.total / first + 3 * stats.get("row_bytes", 0)
     device = torch.device(stats.get("device", "cpu"))

@@ -86,7 +86,7 @@ def forward_rows(
     try:
         evaluate_rows(
             n_rows, run, rows_per_chunk(perturbations_per_eval, n), stats=runner.stats, probe_rows=max(n, 8),
-            saved_fraction=INFERENCE_LIVE_FRACTION, cpu_chunk_bytes=CPU_CHUNK_BYTES,
+            saved_fraction=INFERENCE_LIVE_FRACTION, cpu_chunk_bytes=CPU_CHUNK_BYTES, forward_only=True,
         )
     finally:
         if bar is not None:
