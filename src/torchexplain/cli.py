@@ -55,7 +55,39 @@ def _parser() -> argparse.ArgumentParser:
     _common(ev)
     _dataset_parser(sub)
     _report_parser(sub)
+    _serve_parser(sub)
     return p
+
+
+def _serve_parser(sub) -> None:
+    sv = sub.add_parser("serve", help="a local web app to explore a model's explanations",
+                        description="Serve the app on --host:--port (127.0.0.1:8765); without --model, the bundled "
+                        "digits model with its sample images.")
+    sv.add_argument("--model", action="append", metavar="SPEC",
+                    help="a model to serve (repeat for several; default: digits)")
+    sv.add_argument("--weights", metavar="FILE", help="state dict of the first --model")
+    sv.add_argument("--labels", metavar="FILE", help="class names of the first --model, one per line")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    sv.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    sv.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    sv.add_argument("--max-upload-mb", type=float, default=20, metavar="MB", help="upload size limit (default 20)")
+
+
+def _serve(args) -> None:
+    from .app import serve
+
+    if not 0 < args.port < 65536:
+        raise UsageError(f"--port must be between 1 and 65535; got {args.port}")
+    if args.max_upload_mb <= 0:
+        raise UsageError(f"--max-upload-mb must be more than 0; got {args.max_upload_mb}")
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RuntimeError("--device cuda was asked for but CUDA is not available")
+    serve(args.model or ["digits"], weights=args.weights, labels=_labels(args.labels) if args.labels else None,
+          host=args.host, port=args.port, device=args.device, max_upload=int(args.max_upload_mb * 1024 * 1024),
+          notify=lambda line: print(line, flush=True))
 
 
 def _report_parser(sub) -> None:
@@ -430,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         handlers = {"demo": _demo, "explain": _explain, "nbdt": _nbdt, "evaluate": _evaluate, "report": _report,
-                    "explain-dataset": _explain_dataset}
+                    "explain-dataset": _explain_dataset, "serve": _serve}
         handlers[args.command](args)
     except UsageError as err:
         print(f"torchexplain: error: {err}", file=sys.stderr)

@@ -1,0 +1,201 @@
+// torchexplain app: plain JavaScript, no build step, nothing from the network.
+"use strict";
+const $ = (id) => document.getElementById(id);
+const state = { info: null, image: null, job: null, result: null, pixels: null };
+
+async function api(path, options = {}) {
+  const response = await fetch(path, options);
+  const body = response.headers.get("content-type")?.includes("json") ? await response.json() : null;
+  if (!response.ok) throw new Error(body?.error || `${response.status} ${response.statusText}`);
+  return body;
+}
+const post = (path, body) => api(path, { method: "POST", headers: { "content-type": "application/json" },
+                                          body: JSON.stringify(body) });
+function say(text, error = false) { $("status").textContent = text; $("status").className = error ? "error" : ""; }
+
+async function start() {
+  state.info = await api("/api/info");
+  for (const m of state.info.models) $("model").add(new Option(m.name, m.name));
+  for (const id of state.info.samples) {
+    const img = new Image(); img.src = `/api/images/${id}.png`; img.alt = id; img.dataset.id = id;
+    img.onclick = () => choose(id); $("samples").append(img);
+  }
+  for (const m of state.info.methods) {
+    const row = document.createElement("div");
+    const box = Object.assign(document.createElement("input"), { type: "checkbox", value: m.name, id: `m-${m.name}` });
+    const label = Object.assign(document.createElement("label"), { htmlFor: box.id, textContent: ` ${m.name}` });
+    label.prepend(box); row.append(label);
+    const fields = document.createElement("fieldset"); fields.hidden = true; fields.dataset.method = m.name;
+    for (const [key, value] of Object.entries(m.fields)) {
+      const input = Object.assign(document.createElement("input"), { type: "text", name: key,
+        value: JSON.stringify(value) });
+      const l = document.createElement("label"); l.append(`${key} `, input); fields.append(l);
+    }
+    box.onchange = () => { fields.hidden = !box.checked; };
+    row.append(fields); $("methods").append(row);
+  }
+  $("file").onchange = () => $("file").files[0] && upload($("file").files[0]);
+  document.body.ondragover = (e) => e.preventDefault();
+  document.body.ondrop = (e) => { e.preventDefault(); if (e.dataTransfer.files[0]) upload(e.dataTransfer.files[0]); };
+  $("explain").onclick = explain;
+  $("evaluate").onclick = evaluate;
+  $("cancel").onclick = () => state.job && api(`/api/jobs/${state.job}`, { method: "DELETE" });
+  $("opacity").oninput = $("sign").onchange = draw;
+}
+
+async function upload(file) {
+  try {
+    const { id } = await api("/api/images", { method: "POST", body: file, headers: { "x-filename": file.name } });
+    await choose(id);
+  } catch (err) { say(err.message, true); }
+}
+
+async function choose(id) {
+  state.image = id;
+  for (const img of $("samples").children) img.classList.toggle("chosen", img.dataset.id === id);
+  $("picture").src = `/api/images/${id}.png`;
+  await $("picture").decode();
+  try {
+    const { classes } = await post("/api/predict", { model: $("model").value, image: id, k: 5 });
+    $("classes").replaceChildren(...classes.map((c) =>
+      Object.assign(document.createElement("li"), { textContent: `${c.name}: ${(100 * c.probability).toFixed(2)}%` })));
+    $("target").replaceChildren(new Option("top class", "top1"), ...classes.map((c) => new Option(c.name, c.index)));
+    $("explain").disabled = $("evaluate").disabled = false; say("");
+  } catch (err) { say(err.message, true); }
+}
+
+function chosenMethods() {
+  const methods = [], args = {};
+  for (const box of $("methods").querySelectorAll("input[type=checkbox]:checked")) {
+    methods.push(box.value);
+    const values = {};
+    for (const input of $("methods").querySelector(`fieldset[data-method="${box.value}"]`).querySelectorAll("input"))
+      values[input.name] = JSON.parse(input.value);
+    args[box.value] = values;
+  }
+  return { methods, args };
+}
+
+function request() {
+  const { methods, args } = chosenMethods();  // throws on a field that is not JSON
+  return { model: $("model").value, image: state.image, methods, target: $("target").value, arguments: args };
+}
+
+async function runJob(path, body) {  // POST a job, show its progress until it ends; its result
+  let job = await post(path, body);
+  state.job = job.id; $("cancel").hidden = false; $("progress").hidden = false;
+  try {
+    while (job.state === "running") {
+      $("progress").max = job.total; $("progress").value = job.done;
+      say(`running ${job.step} (${job.done}/${job.total})`);
+      await new Promise((r) => setTimeout(r, 40));
+      job = await api(`/api/jobs/${job.id}`);
+    }
+  } finally { $("cancel").hidden = true; $("progress").hidden = true; }
+  if (job.state !== "done") throw new Error(job.state === "cancelled" ? "cancelled" : job.error);
+  return job;
+}
+
+async function explain() {
+  const pressed = performance.now();
+  try {
+    const job = await runJob("/api/explain", request());
+    state.result = job.result; state.mapsJob = job.id; draw();
+    const ms = performance.now() - pressed;
+    document.body.dataset.lastExplainMs = ms.toFixed(1);
+    say(`done in ${job.seconds.toFixed(2)} s (${ms.toFixed(0)} ms in the page)`);
+  } catch (err) { say(err.message, true); }
+}
+
+async function evaluate() {
+  try {
+    const job = await runJob("/api/evaluate", { ...request(), metrics: ["deletion", "insertion", "infidelity",
+                                                                         "sparseness"] });
+    showRanking(job.result);
+    say(`evaluated in ${job.seconds.toFixed(2)} s`);
+  } catch (err) { say(err.message, true); }
+}
+
+function showRanking(result) {
+  const t = result.table, arrow = (m) => ({ true: " ↑", false: " ↓" })[t.higher_is_better[m]] || "";
+  const head = document.createElement("tr");
+  head.append(...["method", ...t.metrics.map((m) => m + arrow(m)), "seconds"].map((text) =>
+    Object.assign(document.createElement("th"), { textContent: text })));
+  const rows = [...t.rows].sort((a, b) => a[`${t.metrics[0]}_rank`] - b[`${t.metrics[0]}_rank`]).map((r) => {
+    const tr = document.createElement("tr"); tr.dataset.method = r.method;
+    tr.append(...[r.method, ...t.metrics.map((m) => `${r[m] === null ? "n/a" : r[m].toPrecision(3)} (#${r[`${m}_rank`]})`),
+      r.seconds.toFixed(3)].map((text) => Object.assign(document.createElement("td"), { textContent: text })));
+    return tr;
+  });
+  $("ranking").replaceChildren(head, ...rows);
+  const charts = Object.entries(result.curves).map(([metric, curves]) => curveChart(metric, curves));
+  $("curves").replaceChildren(...charts);
+}
+
+function curveChart(metric, curves) {  // an SVG line per method: probability against the fraction of features
+  const ns = "http://www.w3.org/2000/svg", w = 260, h = 160, pad = 24;
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("width", w); svg.setAttribute("height", h); svg.dataset.metric = metric;
+  const hues = [0, 210, 120, 30, 280, 180, 330, 60];
+  const title = document.createElementNS(ns, "text");
+  title.setAttribute("x", pad); title.setAttribute("y", 14); title.textContent = `${metric}: probability`;
+  svg.append(title);
+  Object.entries(curves).forEach(([method, ys], k) => {
+    const line = document.createElementNS(ns, "polyline");
+    line.setAttribute("points", ys.map((y, i) =>
+      `${pad + (w - 2 * pad) * i / (ys.length - 1)},${h - pad - (h - 2 * pad) * y}`).join(" "));
+    line.setAttribute("fill", "none"); line.setAttribute("stroke", `hsl(${hues[k % hues.length]} 70% 45%)`);
+    line.dataset.method = method;
+    const label = document.createElementNS(ns, "title"); label.textContent = method; line.append(label);
+    svg.append(line);
+  });
+  return svg;
+}
+
+function color(v) {  // diverging, centred at zero: blue (-1) .. white (0) .. red (+1)
+  const t = Math.max(-1, Math.min(1, v));
+  return t >= 0 ? [255, 255 * (1 - t), 255 * (1 - t)] : [255 * (1 + t), 255 * (1 + t), 255];
+}
+
+function shown(v, sign) {
+  if (sign === "positive") return Math.max(v, 0);
+  if (sign === "negative") return Math.min(v, 0);
+  if (sign === "absolute") return Math.abs(v);
+  return v;
+}
+
+function draw() {
+  if (!state.result) return;
+  const alpha = parseFloat($("opacity").value), sign = $("sign").value, picture = $("picture");
+  const figures = [];
+  for (const m of state.result.methods) {
+    const [h, w] = m.shape, canvas = Object.assign(document.createElement("canvas"), { width: w, height: h });
+    const ctx = canvas.getContext("2d");
+    ctx.drawImage(picture, 0, 0, w, h);
+    const base = ctx.getImageData(0, 0, w, h), out = ctx.createImageData(w, h), scale = m.vmax || 1;
+    for (let i = 0; i < h * w; i++) {
+      const c = color(shown(m.values[i], sign) / scale), grey = base.data[4 * i] * 0.3 + base.data[4 * i + 1] * 0.59 +
+        base.data[4 * i + 2] * 0.11;
+      for (let k = 0; k < 3; k++) out.data[4 * i + k] = (1 - alpha) * grey + alpha * c[k];
+      out.data[4 * i + 3] = 255;
+    }
+    ctx.putImageData(out, 0, 0);
+    canvas.dataset.method = m.name;
+    canvas.onmousemove = (e) => {
+      const x = Math.floor(e.offsetX / canvas.clientWidth * w), y = Math.floor(e.offsetY / canvas.clientHeight * h);
+      $("readout").textContent = state.result.methods.map((r) =>
+        `${r.name} ${r.values[y * r.shape[1] + x].toPrecision(3)}`).join(" | ") + ` at (${x}, ${y})`;
+    };
+    const caption = document.createElement("figcaption");
+    caption.textContent = `${m.name} · ${(1000 * m.seconds).toFixed(0)} ms` +
+      (m.delta === null ? "" : ` · delta ${m.delta.toPrecision(3)}`);
+    const link = Object.assign(document.createElement("a"), { href: `/api/jobs/${state.mapsJob}/${m.name}.npy`,
+      textContent: " .npy", download: `${m.name}.npy` });
+    caption.append(link);
+    const figure = document.createElement("figure"); figure.append(canvas, caption); figures.push(figure);
+  }
+  $("maps").replaceChildren(...figures);
+  $("maps").dataset.target = state.result.target.name;
+}
+
+start().catch((err) => say(err.message, true));

@@ -1,0 +1,246 @@
+"""The app's API in-process (fastapi.testclient): its answers against explain() and the
+model computed directly, every refusal with its 4xx status and message, jobs that keep
+their own results when two run at once, cancellation; and the server as a process that
+stops cleanly on SIGINT / SIGTERM."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from torchexplain import explain, models  # noqa: E402
+from torchexplain.app import create_app  # noqa: E402
+from torchexplain.app.state import load_models  # noqa: E402
+from torchexplain.loading import image_transform, load_image  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def served():
+    return load_models(["digits"])
+
+
+@pytest.fixture
+def client(served):
+    app = create_app(served, samples=models.sample_images(), max_upload=50_000)
+    with TestClient(app) as c:
+        yield c
+
+
+def digit(i: int) -> torch.Tensor:
+    return image_transform(32, models.MEAN, models.STD, "L")(load_image(models.sample_images()[i])).unsqueeze(0)
+
+
+def wait(client, job: dict, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while job["state"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.02)
+        job = client.get(f"/api/jobs/{job['id']}").json()
+    return job
+
+
+def explain_request(image="sample-3", methods=("ig", "grad_cam"), **extra) -> dict:
+    return {"model": "digits", "image": image, "methods": list(methods),
+            "arguments": {"integrated_gradients": {"n_steps": 16}}, **extra}
+
+
+def test_info_lists_models_methods_with_defaults_and_samples(client):
+    from torchexplain.methods import available
+
+    info = client.get("/api/info").json()
+    assert info["models"][0]["name"] == "digits" and info["models"][0]["classes"] == 10
+    methods = {m["name"]: m for m in info["methods"]}
+    assert list(methods) == available()
+    assert methods["integrated_gradients"]["fields"] == {"n_steps": 50} and methods["integrated_gradients"]["delta"]
+    assert methods["occlusion"]["fields"] == {"sliding_window_shapes": [1, 4, 4], "strides": [1, 2, 2]}
+    assert info["samples"] == [f"sample-{i}" for i in range(10)] and info["max_upload"] == 50_000
+
+
+def test_predict_is_the_models_softmax(client, served):
+    got = client.post("/api/predict", json={"model": "digits", "image": "sample-7", "k": 3}).json()["classes"]
+    with torch.no_grad():
+        probs = torch.softmax(served["digits"].module(digit(7)).double(), 1)[0]
+    values, indices = probs.topk(3)
+    assert [c["index"] for c in got] == indices.tolist() and got[0]["name"] == str(int(indices[0]))
+    np.testing.assert_allclose([c["probability"] for c in got], values.numpy(), rtol=1e-9)
+
+
+def test_explain_job_gives_explains_maps_summed_over_channels(client, served):
+    job = wait(client, client.post("/api/explain", json=explain_request(target="5")).json())
+    assert job["state"] == "done" and job["done"] == job["total"] == 2
+    result = job["result"]
+    assert result["target"] == {"index": 5, "name": "5"}
+    expected = explain(served["digits"].module, digit(3), ["ig", "grad_cam"], 5, n_steps=16)
+    for m in result["methods"]:
+        a = expected.attributions[m["name"]][0].sum(0)
+        assert m["shape"] == [32, 32]
+        np.testing.assert_allclose(np.array(m["values"]).reshape(32, 32), a.numpy(), rtol=1e-5, atol=1e-6)
+        assert m["vmax"] == pytest.approx(float(a.abs().max()), rel=1e-6)
+    ig = next(m for m in result["methods"] if m["name"] == "integrated_gradients")
+    assert ig["delta"] == pytest.approx(float(expected.deltas["integrated_gradients"][0]), rel=1e-5, abs=1e-7)
+    npy = client.get(f"/api/jobs/{job['id']}/integrated_gradients.npy")
+    assert npy.status_code == 200
+    np.testing.assert_allclose(np.load(io.BytesIO(npy.content)), expected.attributions["integrated_gradients"][0],
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_an_upload_is_decoded_and_served_back(client):
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.open(models.sample_images()[2]).save(buffer, "PNG")
+    ident = client.post("/api/images", content=buffer.getvalue(), headers={"x-filename": "../../two.png"}).json()["id"]
+    back = Image.open(io.BytesIO(client.get(f"/api/images/{ident}.png").content))
+    np.testing.assert_array_equal(np.array(back), np.array(Image.open(models.sample_images()[2])))
+    predicted = client.post("/api/predict", json={"model": "digits", "image": ident}).json()["classes"][0]
+    assert predicted["index"] == 2
+
+
+@pytest.mark.parametrize("case, status, message", [
+    ("oversized upload", 413, "limit is 50000"),
+    ("non-image upload", 415, "not an image"),
+    ("empty upload", 400, "empty"),
+    ("unknown method", 400, "unknown method 'telepathy'"),
+    ("bad target", 400, "target 12 is not a class index"),
+    ("unknown target name", 400, "neither top1"),
+    ("unknown model", 404, "unknown model 'resnet'"),
+    ("unknown image", 404, "unknown image"),
+    ("unknown job", 404, "unknown job"),
+    ("not json", 400, "must be JSON"),
+    ("bad argument", 400, "has no argument 'weights_path'"),
+])
+def test_refusals_are_4xx_with_a_message(client, case, status, message):
+    post = {"explain": lambda **b: client.post("/api/explain", json=explain_request(**b))}
+    if case == "oversized upload":
+        r = client.post("/api/images", content=b"\x89PNG" + b"0" * 60_000)
+    elif case == "non-image upload":
+        r = client.post("/api/images", content=b"#!/bin/sh\nrm -rf /\n")
+    elif case == "empty upload":
+        r = client.post("/api/images", content=b"")
+    elif case == "unknown method":
+        r = post["explain"](methods=["ig", "telepathy"])
+    elif case == "bad target":
+        r = post["explain"](target=12)
+    elif case == "unknown target name":
+        r = post["explain"](target="seven")
+    elif case == "unknown model":
+        r = client.post("/api/explain", json={**explain_request(), "model": "resnet"})
+    elif case == "unknown image":
+        r = post["explain"](image="nope")
+    elif case == "unknown job":
+        r = client.get("/api/jobs/0123")
+    elif case == "not json":
+        r = client.post("/api/explain", content=b"{methods: ig}")
+    else:
+        r = client.post("/api/explain", json={**explain_request(), "arguments": {"ig": {"weights_path": "/etc"}}})
+    assert r.status_code == status and message in r.json()["error"], r.text
+    assert "Traceback" not in r.text
+
+
+@pytest.mark.parametrize("path", ["/static/../server.py", "/static/%2e%2e/server.py", "/static//etc/passwd",
+                                  "/api/images/..%2fserver.png", "/api/jobs/../../etc/passwd"])
+def test_paths_from_the_browser_never_reach_the_filesystem(client, path):
+    r = client.get(path)
+    assert r.status_code == 404 and b"def create_app" not in r.content and b"root:" not in r.content
+
+
+def test_two_jobs_at_once_keep_their_own_results(client, served):
+    requests = [explain_request(image="sample-1", methods=["saliency", "ig"]),
+                explain_request(image="sample-8", methods=["saliency", "ig"])]
+    started = [None, None]
+
+    def submit(i):
+        started[i] = client.post("/api/explain", json=requests[i]).json()
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    done = [wait(client, s) for s in started]
+    for i, image in zip(range(2), (1, 8)):
+        expected = explain(served["digits"].module, digit(image), ["saliency", "ig"], n_steps=16)
+        for m in done[i]["result"]["methods"]:
+            np.testing.assert_allclose(np.array(m["values"]).reshape(32, 32),
+                                       expected.attributions[m["name"]][0].sum(0).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_cancelled_job_stops_before_its_next_method(client):
+    request = {**explain_request(methods=["ig", "saliency", "grad_cam"]),
+               "arguments": {"integrated_gradients": {"n_steps": 4000}}}
+    job = client.post("/api/explain", json=request).json()
+    assert client.delete(f"/api/jobs/{job['id']}").status_code == 200
+    job = wait(client, job)
+    assert job["state"] == "cancelled" and job["done"] < 3 and "result" not in job
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_the_server_stops_cleanly_and_leaves_no_process(sig):
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "torchexplain.cli", "serve", "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline, answered = time.monotonic() + 60, None
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/info", timeout=2) as r:
+                    answered = r.status
+                    break
+            except OSError:
+                time.sleep(0.2)
+        assert answered == 200, server.stderr.read() if server.poll() is not None else "no answer"
+        server.send_signal(sig)
+        code = server.wait(timeout=30)
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+    out, err = server.communicate()
+    assert code == 0, err
+    assert f"http://127.0.0.1:{port}/" in out and "Traceback" not in err
+    with pytest.raises(ProcessLookupError):
+        os.killpg(server.pid, 0)  # nothing of its process group is left
+
+
+def test_evaluate_job_ranks_as_evaluate_and_its_curves_have_the_tables_areas(client, served):
+    from torchexplain.metrics import area_under_curve, evaluate
+
+    request = {"model": "digits", "image": "sample-4", "methods": ["saliency", "grad_cam"],
+               "metrics": ["deletion", "insertion", "sparseness"]}
+    job = wait(client, client.post("/api/evaluate", json=request).json())
+    assert job["state"] == "done" and job["total"] == 3, job
+    table = job["result"]["table"]
+    direct = evaluate(served["digits"].module, digit(4), ["saliency", "grad_cam"], ["deletion", "insertion",
+                                                                                     "sparseness"])
+    assert [r["method"] for r in table["rows"]] == ["saliency", "grad_cam"]
+    for row in table["rows"]:
+        for metric in ("deletion", "insertion", "sparseness"):
+            assert row[metric] == pytest.approx(direct.results[(row["method"], metric)].mean, rel=1e-6)
+            assert row[f"{metric}_rank"] == direct.rows[[r["method"] for r in direct.rows].index(row["method"])][
+                f"{metric}_rank"]
+        for metric in ("deletion", "insertion"):
+            curve = torch.tensor(job["result"]["curves"][metric][row["method"]])
+            assert len(curve) == 51 and float(area_under_curve(curve)) == pytest.approx(row[metric], rel=1e-6)
+    r = client.post("/api/evaluate", json={**request, "metrics": ["deletion", "accuracy"]})
+    assert r.status_code == 400 and "unknown metric 'accuracy'" in r.json()["error"]

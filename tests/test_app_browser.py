@@ -1,0 +1,124 @@
+"""The app in a real browser (Debian's chromium through Playwright): pick a sample
+digit, run IntegratedGradients and Grad-CAM, see two overlays with their captions, move
+the opacity slider and see the canvas change, hover a pixel and read its values; the
+time from pressing Explain to the overlays drawn is printed against the methods' own."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi")
+uvicorn = pytest.importorskip("uvicorn")
+
+from torchexplain import models  # noqa: E402
+from torchexplain.app import create_app  # noqa: E402
+from torchexplain.app.state import load_models  # noqa: E402
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def _browser():
+    playwright = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (a dev extra)")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium); CI installs it")
+    return playwright
+
+
+@pytest.fixture(scope="module")
+def url():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = create_app(load_models(["digits"]), samples=models.sample_images())
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "the server did not start"
+    yield f"http://127.0.0.1:{port}/"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+class Steps:
+    """Names the step a failure happened in, with a screenshot of the page at that moment."""
+
+    def __init__(self, page, folder: Path):
+        self.page, self.folder, self.n = page, folder, 0
+
+    def __call__(self, name: str, check) -> object:
+        self.n += 1
+        try:
+            value = check()
+        except Exception as err:
+            shot = self.folder / f"{self.n:02d}-failed-{name.replace(' ', '-')}.png"
+            self.page.screenshot(path=str(shot))
+            raise AssertionError(f"step {self.n} ({name}) failed: {err}; screenshot {shot}") from err
+        self.page.screenshot(path=str(self.folder / f"{self.n:02d}-{name.replace(' ', '-')}.png"))
+        return value
+
+
+CANVAS_SUM = "(c) => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;" \
+             " let s = 0; for (let i = 0; i < d.length; i += 4) s += d[i] + 2 * d[i + 1] + 3 * d[i + 2]; return s; }"
+
+
+def test_explain_two_methods_in_the_page(url, tmp_path):
+    playwright = _browser()
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page()
+        errors = []
+        page.on("pageerror", lambda err: errors.append(str(err)))
+        step = Steps(page, tmp_path)
+        step("load the page", lambda: (page.goto(url), page.wait_for_selector("#samples img[data-id='sample-3']")))
+        step("pick digit 3", lambda: (page.click("#samples img[data-id='sample-3']"),
+                                       page.wait_for_function("() => document.querySelector('#classes li') !== null")))
+        top = page.inner_text("#classes li")
+        assert top.startswith("3: "), top
+        step("choose the methods", lambda: (page.check("#m-integrated_gradients"), page.check("#m-grad_cam")))
+        page.fill("fieldset[data-method=integrated_gradients] input[name=n_steps]", "32")
+        timings = []
+        for _ in range(3):  # the first includes the page's own warm-up
+            step("explain", lambda: (page.click("#explain"),
+                                     page.wait_for_function("() => document.body.dataset.lastExplainMs !== undefined")))
+            ms = float(page.evaluate("() => document.body.dataset.lastExplainMs"))
+            seconds = float(page.inner_text("#status").split("done in ")[1].split(" s")[0])
+            timings.append((ms, seconds * 1000))
+            page.evaluate("() => { delete document.body.dataset.lastExplainMs; }")
+        captions = page.locator("#maps figcaption").all_inner_texts()
+        assert len(captions) == 2, captions
+        assert captions[0].startswith("integrated_gradients") and "delta" in captions[0], captions
+        assert captions[1].startswith("grad_cam") and "delta" not in captions[1], captions
+        canvas = page.locator("#maps canvas").first
+        before = canvas.evaluate(CANVAS_SUM)
+        step("move the opacity slider", lambda: page.locator("#opacity").fill("0.1"))
+        after = page.locator("#maps canvas").first.evaluate(CANVAS_SUM)
+        assert after != before, "the opacity slider did not change the canvas"
+        step("hover a pixel", lambda: page.locator("#maps canvas").first.hover(position={"x": 112, "y": 112}))
+        readout = page.inner_text("#readout")
+        assert "integrated_gradients" in readout and "grad_cam" in readout and "(16, 16)" in readout, readout
+        step("evaluate", lambda: (page.click("#evaluate"),
+                                  page.wait_for_selector("#ranking tr[data-method]", timeout=120_000)))
+        ranked = page.eval_on_selector_all("#ranking tr[data-method]", "rows => rows.map(r => r.dataset.method)")
+        assert sorted(ranked) == ["grad_cam", "integrated_gradients"], ranked
+        headers = page.locator("#ranking th").all_inner_texts()
+        assert headers[:5] == ["method", "deletion ↓", "insertion ↑", "infidelity ↓", "sparseness ↑"], headers
+        charts = page.eval_on_selector_all("#curves svg", "s => s.map(v => [v.dataset.metric, "
+                                                           "v.querySelectorAll('polyline').length])")
+        assert charts == [["deletion", 2], ["insertion", 2]], charts
+        assert not errors, errors
+        browser.close()
+    added = [ms - method_ms for ms, method_ms in timings[1:]]
+    print(f"\napp: IntegratedGradients (32 steps) + Grad-CAM on one digit: pressing Explain to the overlays drawn "
+          f"{[round(t[0]) for t in timings]} ms; the app adds {[round(a) for a in added]} ms over the methods' own time")
