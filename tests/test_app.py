@@ -244,3 +244,34 @@ def test_evaluate_job_ranks_as_evaluate_and_its_curves_have_the_tables_areas(cli
             assert len(curve) == 51 and float(area_under_curve(curve)) == pytest.approx(row[metric], rel=1e-6)
     r = client.post("/api/evaluate", json={**request, "metrics": ["deletion", "accuracy"]})
     assert r.status_code == 400 and "unknown metric 'accuracy'" in r.json()["error"]
+
+
+def test_layer_view_gives_the_layers_output_filters_and_grad_cam_there(client, served):
+    from torchexplain.cam import GradCAM
+
+    model = served["digits"].module
+    tree = client.get("/api/layers", params={"model": "digits"}).json()["layers"]
+    assert [t["name"] for t in tree] == [n for n, _ in model.named_modules() if n]
+    conv = next(t["name"] for t in tree if t["conv"])
+    view = client.post("/api/layer", json={"model": "digits", "image": "sample-6", "layer": conv, "target": 6}).json()
+    seen = []
+    handle = dict(model.named_modules())[conv].register_forward_hook(lambda m, i, o: seen.append(o.detach()))
+    try:
+        with torch.no_grad():
+            model(digit(6))
+    finally:
+        handle.remove()
+    maps = np.array(view["feature_maps"]["values"]).reshape(-1, *view["feature_maps"]["shape"])
+    np.testing.assert_allclose(maps, seen[0][0, : len(maps)].numpy(), rtol=1e-5, atol=1e-6)
+    weight = dict(model.named_modules())[conv].weight.detach()[:, 0]  # one input channel: drawn as it is
+    low = weight.amin((1, 2), keepdim=True)
+    scaled = (weight - low) / (weight.amax((1, 2), keepdim=True) - low)
+    kernels = np.array(view["filters"]["values"]).reshape(-1, *view["filters"]["shape"])
+    np.testing.assert_allclose(kernels, scaled[: len(kernels)].numpy(), rtol=1e-5, atol=1e-6)
+    cam = GradCAM(model, conv).attribute(digit(6), target=6)[0].sum(0)
+    np.testing.assert_allclose(np.array(view["grad_cam"]["values"]).reshape(cam.shape), cam.numpy(), rtol=1e-5,
+                               atol=1e-7)
+    r = client.post("/api/layer", json={"model": "digits", "image": "sample-6", "layer": "features.99"})
+    assert r.status_code == 404 and "unknown layer 'features.99'" in r.json()["error"]
+    r = client.get("/api/layers")
+    assert r.status_code == 422 and "model" in r.json()["error"]

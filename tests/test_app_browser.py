@@ -117,6 +117,12 @@ def test_explain_two_methods_in_the_page(url, tmp_path):
         charts = page.eval_on_selector_all("#curves svg", "s => s.map(v => [v.dataset.metric, "
                                                            "v.querySelectorAll('polyline').length])")
         assert charts == [["deletion", 2], ["insertion", 2]], charts
+        step("open a layer", lambda: (page.select_option("#layer", "features.0"),
+                                      page.wait_for_selector("#layerview[data-layer='features.0']")))
+        titles = page.locator("#layerview h3").all_inner_texts()
+        assert titles == ["feature maps of features.0 (16 shown)", "filters of features.0, each scaled to [0, 1]",
+                          "Grad-CAM at features.0"], titles
+        assert page.locator("#layerview canvas").count() == 16 + 16 + 1
         assert not errors, errors
         browser.close()
     added = [ms - method_ms for ms, method_ms in timings[1:]]

@@ -202,3 +202,48 @@ def evaluate_job(job, model: ServedModel, x: Tensor, methods: list[str], metrics
 def _input_shaped(a: Tensor, x: Tensor) -> Tensor:
     """A CAM's one-channel map broadcast over the input's channels (as evaluate does)."""
     return a.expand_as(x) if a.shape != x.shape and a.shape[1] == 1 else a
+
+
+def layer_tree(model: ServedModel) -> list[dict]:
+    """The model's modules by dotted name, in definition order, with their depth."""
+    return [{"name": name, "type": type(module).__name__, "depth": name.count("."),
+             "conv": isinstance(module, torch.nn.Conv2d)}
+            for name, module in model.module.named_modules() if name]
+
+
+def layer_view(model: ServedModel, x: Tensor, layer: str, target, max_maps: int = 32) -> dict:
+    """A layer for one image: its first feature maps (each with its own scale), its
+    filters (a Conv2d), and Grad-CAM at that layer for ``target``."""
+    from .. import inspect as model_inspect
+    from ..cam import GradCAM
+
+    names = {name for name, _ in model.module.named_modules() if name}
+    if not isinstance(layer, str) or layer not in names:
+        raise AppError(f"unknown layer {layer!r} of {model.name}", 404)
+    view = {"layer": layer}
+    with model.lock:
+        try:
+            _, maps = model_inspect.feature_maps(model.module, layer, x, max_maps=max_maps, return_arrays=True)
+            view["feature_maps"] = {"shape": list(maps.shape[1:]), "values": [m.ravel().tolist() for m in maps]}
+        except ValueError as err:
+            view["feature_maps"] = {"error": str(err)}
+        if isinstance(dict(model.module.named_modules())[layer], torch.nn.Conv2d):
+            _, kernels = model_inspect.filters(model.module, layer, max_filters=max_maps, return_arrays=True)
+            view["filters"] = {"shape": list(kernels.shape[1:]), "values": [k.ravel().tolist() for k in kernels]}
+        try:
+            cam = GradCAM(model.module, layer).attribute(x, target=_target_index(model, x, target))[0]
+            summed = cam.sum(0) if cam.dim() == 3 else cam
+            view["grad_cam"] = {"shape": list(summed.shape), "values": summed.reshape(-1).tolist(),
+                                "vmax": float(summed.abs().max())}
+        except (ValueError, RuntimeError, TypeError) as err:
+            view["grad_cam"] = {"error": str(err).splitlines()[0]}
+    return view
+
+
+def _target_index(model: ServedModel, x: Tensor, target) -> int:
+    if target != "top1":
+        return int(target)
+    from ..core.hooks import model_guard
+
+    with model_guard(model.module), torch.no_grad():
+        return int(model.module(x).argmax(1)[0])

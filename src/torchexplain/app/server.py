@@ -6,6 +6,8 @@
 ``POST /api/explain`` {model, image, methods, target, arguments}: a job;
 ``POST /api/evaluate`` {model, image, methods, metrics, target, arguments}: a job
 whose result is the ranked table and the deletion / insertion curves.
+``GET /api/layers?model=``: the module tree; ``POST /api/layer`` {model, image, layer,
+target}: the layer's feature maps, filters and Grad-CAM there.
 ``GET /api/jobs/{id}`` a job's progress and, when done, the maps; ``DELETE`` cancels it;
 ``GET /api/jobs/{id}/{method}.npy`` a map as NumPy. Errors are ``{"error": message}``
 with a 4xx status, never a traceback."""
@@ -17,6 +19,7 @@ import io
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
@@ -27,6 +30,8 @@ from .explain import (
     evaluate_job,
     explain_job,
     inputs,
+    layer_tree,
+    layer_view,
     method_fields,
     parse_target,
     top_classes,
@@ -65,6 +70,12 @@ def create_app(models: dict, *, max_upload: int = MAX_UPLOAD, samples=None, work
     @app.exception_handler(AppError)
     async def refused(request, err: AppError):
         return JSONResponse({"error": str(err)}, status_code=err.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def malformed(request, err: RequestValidationError):
+        first = (err.errors() or [{}])[0]
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return JSONResponse({"error": f"{where or 'the request'}: {first.get('msg', 'is not valid')}"}, status_code=422)
 
     @app.exception_handler(Exception)
     async def failed(request, err: Exception):
@@ -148,6 +159,16 @@ def create_app(models: dict, *, max_upload: int = MAX_UPLOAD, samples=None, work
         job = jobs.submit("evaluate", len(methods) + 1,
                           lambda job: evaluate_job(job, model, x, methods, metrics, target, arguments))
         return job.status()
+
+    @app.get("/api/layers")
+    async def layers(model: str):
+        return {"layers": layer_tree(model_of(model))}
+
+    @app.post("/api/layer")
+    def layer(body: dict):  # a plain def: FastAPI runs it in a thread (the model works)
+        model = model_of(body.get("model"))
+        image, _ = images.get(_body(body, "image"))
+        return layer_view(model, inputs(model, image), body.get("layer"), parse_target(model, body.get("target")))
 
     def job_of(ident: str):
         job = jobs.get(ident)

@@ -41,6 +41,8 @@ async function start() {
   $("evaluate").onclick = evaluate;
   $("cancel").onclick = () => state.job && api(`/api/jobs/${state.job}`, { method: "DELETE" });
   $("opacity").oninput = $("sign").onchange = draw;
+  $("model").onchange = loadLayers; $("layer").onchange = showLayer;
+  await loadLayers();
 }
 
 async function upload(file) {
@@ -61,6 +63,7 @@ async function choose(id) {
       Object.assign(document.createElement("li"), { textContent: `${c.name}: ${(100 * c.probability).toFixed(2)}%` })));
     $("target").replaceChildren(new Option("top class", "top1"), ...classes.map((c) => new Option(c.name, c.index)));
     $("explain").disabled = $("evaluate").disabled = false; say("");
+    if ($("layer").value) showLayer();
   } catch (err) { say(err.message, true); }
 }
 
@@ -150,6 +153,55 @@ function curveChart(metric, curves) {  // an SVG line per method: probability ag
     svg.append(line);
   });
   return svg;
+}
+
+async function loadLayers() {
+  const { layers } = await api(`/api/layers?model=${encodeURIComponent($("model").value)}`);
+  $("layer").replaceChildren(new Option("(choose a layer)", ""), ...layers.map((l) =>
+    new Option(`${"\u00a0\u00a0".repeat(l.depth)}${l.name} (${l.type})`, l.name)));
+}
+
+function grid(title, block, signed) {  // one small canvas per map, each on its own scale
+  const section = document.createElement("div"), [h, w] = block.shape;
+  section.append(Object.assign(document.createElement("h3"), { textContent: title }));
+  for (const values of block.values) {
+    const canvas = Object.assign(document.createElement("canvas"), { width: w, height: h });
+    const ctx = canvas.getContext("2d"), img = ctx.createImageData(w, h);
+    const low = Math.min(...values), high = Math.max(...values), span = high - low || 1;
+    for (let i = 0; i < h * w; i++) {
+      const v = (values[i] - low) / span * 255;
+      img.data.set([v, v, v, 255], 4 * i);
+    }
+    ctx.putImageData(img, 0, 0); section.append(canvas);
+  }
+  return section;
+}
+
+async function showLayer() {
+  const layer = $("layer").value;
+  if (!layer || !state.image) return;
+  try {
+    const view = await post("/api/layer", { model: $("model").value, image: state.image, layer,
+                                            target: $("target").value });
+    const parts = [];
+    const maps = view.feature_maps;
+    parts.push(maps.error ? Object.assign(document.createElement("p"), { textContent: maps.error })
+      : grid(`feature maps of ${layer} (${maps.values.length} shown)`, maps));
+    if (view.filters) parts.push(grid(`filters of ${layer}, each scaled to [0, 1]`, view.filters));
+    const cam = view.grad_cam, section = document.createElement("div");
+    section.append(Object.assign(document.createElement("h3"), { textContent: `Grad-CAM at ${layer}` }));
+    if (cam.error) section.append(cam.error);
+    else {
+      const [h, w] = cam.shape, canvas = Object.assign(document.createElement("canvas"), { width: w, height: h,
+                                                                                             className: "cam" });
+      const ctx = canvas.getContext("2d"), img = ctx.createImageData(w, h);
+      for (let i = 0; i < h * w; i++) img.data.set([...color(cam.values[i] / (cam.vmax || 1)), 255], 4 * i);
+      ctx.putImageData(img, 0, 0); section.append(canvas);
+    }
+    parts.push(section);
+    $("layerview").replaceChildren(...parts);
+    $("layerview").dataset.layer = layer;
+  } catch (err) { say(err.message, true); }
 }
 
 function color(v) {  // diverging, centred at zero: blue (-1) .. white (0) .. red (+1)
