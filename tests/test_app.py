@@ -275,3 +275,17 @@ def test_layer_view_gives_the_layers_output_filters_and_grad_cam_there(client, s
     assert r.status_code == 404 and "unknown layer 'features.99'" in r.json()["error"]
     r = client.get("/api/layers")
     assert r.status_code == 422 and "model" in r.json()["error"]
+
+
+def test_tree_view_is_the_nbdt_of_the_model_for_the_image(client, served):
+    from torchexplain.nbdt import SoftNBDT, decision_line, induce_hierarchy
+
+    model = served["digits"].module
+    view = client.post("/api/tree", json={"model": "digits", "image": "sample-3"}).json()
+    hierarchy = induce_hierarchy(model, served["digits"].class_names)
+    with torch.no_grad():
+        probs, decisions = SoftNBDT(model, hierarchy).forward_with_decisions(digit(3))
+    assert view["line"] == decision_line(hierarchy.class_names, int(probs[0].argmax()), decisions[0])
+    assert view["line"].startswith("Prediction: 3 // Decisions: ") and view["predicted"] == "3"
+    assert view["nodes"] == hierarchy.n_nodes and 'class="nbdt"' in view["html"]
+    assert client.get("/tree.js").headers["content-type"].startswith("text/javascript")

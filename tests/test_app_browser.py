@@ -123,6 +123,12 @@ def test_explain_two_methods_in_the_page(url, tmp_path):
         assert titles == ["feature maps of features.0 (16 shown)", "filters of features.0, each scaled to [0, 1]",
                           "Grad-CAM at features.0"], titles
         assert page.locator("#layerview canvas").count() == 16 + 16 + 1
+        step("open the tree", lambda: (page.click("#showtree"), page.wait_for_selector("#tree .nbdt")))
+        assert page.inner_text("#treeline").startswith("Prediction: 3 // Decisions: ")
+        step("find a class", lambda: (page.fill("#treesearch", "7"), page.press("#treesearch", "Enter"),
+                                      page.wait_for_selector("#tree li.found")))
+        found = page.locator("#tree li.found")
+        assert found.is_visible() and found.locator(":scope > .nbdt-name").inner_text() == "7"
         assert not errors, errors
         browser.close()
     added = [ms - method_ms for ms, method_ms in timings[1:]]

@@ -247,3 +247,25 @@ def _target_index(model: ServedModel, x: Tensor, target) -> int:
 
     with model_guard(model.module), torch.no_grad():
         return int(model.module(x).argmax(1)[0])
+
+
+def tree_view(model: ServedModel, x: Tensor, hierarchies: dict) -> dict:
+    """The NBDT of the model (induced from its last linear layer, once) for one image:
+    the decision line and the outline with the image's path open, siblings collapsed."""
+    from ..nbdt import SoftNBDT, TreeDecisions, decision_line, induce_hierarchy
+    from ..report.tree import TreeSection
+
+    names = model.class_names or [str(i) for i in range(top_classes(model, x, 1)[0]["index"] + 1)]
+    with model.lock:
+        if model.name not in hierarchies:
+            try:
+                hierarchies[model.name] = induce_hierarchy(model.module, names)
+            except (ValueError, TypeError) as err:
+                raise AppError(f"no decision tree for {model.name}: {str(err).splitlines()[0]}", 422) from None
+        hierarchy = hierarchies[model.name]
+        with torch.no_grad():
+            probs, decisions = SoftNBDT(model.module, hierarchy).forward_with_decisions(x)
+    section = TreeSection(TreeDecisions(hierarchy, [("", decisions[0])]), open_trees=True)
+    return {"line": decision_line(hierarchy.class_names, int(probs[0].argmax()), decisions[0]),
+            "predicted": hierarchy.class_names[int(probs[0].argmax())], "html": section.body(),
+            "nodes": hierarchy.n_nodes, "classes": hierarchy.n_classes}

@@ -8,6 +8,8 @@
 whose result is the ranked table and the deletion / insertion curves.
 ``GET /api/layers?model=``: the module tree; ``POST /api/layer`` {model, image, layer,
 target}: the layer's feature maps, filters and Grad-CAM there.
+``POST /api/tree`` {model, image}: the NBDT decisions and outline (``/tree.js`` and
+``/tree.css`` draw it).
 ``GET /api/jobs/{id}`` a job's progress and, when done, the maps; ``DELETE`` cancels it;
 ``GET /api/jobs/{id}/{method}.npy`` a map as NumPy. Errors are ``{"error": message}``
 with a 4xx status, never a traceback."""
@@ -35,6 +37,7 @@ from .explain import (
     method_fields,
     parse_target,
     top_classes,
+    tree_view,
 )
 from .jobs import Jobs
 from .state import MAX_UPLOAD, AppError, Images
@@ -169,6 +172,26 @@ def create_app(models: dict, *, max_upload: int = MAX_UPLOAD, samples=None, work
         model = model_of(body.get("model"))
         image, _ = images.get(_body(body, "image"))
         return layer_view(model, inputs(model, image), body.get("layer"), parse_target(model, body.get("target")))
+
+    hierarchies: dict = {}  # model name -> its induced tree
+
+    @app.post("/api/tree")
+    def tree(body: dict):
+        model = model_of(body.get("model"))
+        image, _ = images.get(_body(body, "image"))
+        return tree_view(model, inputs(model, image), hierarchies)
+
+    @app.get("/tree.js")
+    async def tree_js():
+        from ..nbdt.render import TREE_JS
+
+        return Response(TREE_JS, media_type="text/javascript")
+
+    @app.get("/tree.css")
+    async def tree_css():
+        from ..report.tree import TREE_SECTION_CSS
+
+        return Response(TREE_SECTION_CSS, media_type="text/css")
 
     def job_of(ident: str):
         job = jobs.get(ident)

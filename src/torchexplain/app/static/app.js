@@ -42,6 +42,11 @@ async function start() {
   $("cancel").onclick = () => state.job && api(`/api/jobs/${state.job}`, { method: "DELETE" });
   $("opacity").oninput = $("sign").onchange = draw;
   $("model").onchange = loadLayers; $("layer").onchange = showLayer;
+  $("showtree").onclick = showTree; $("treesearch").onchange = () => findInTree($("treesearch").value);
+  let treeSize = 14;
+  const zoom = (k) => { treeSize = Math.max(8, Math.min(28, treeSize + k)); $("tree").style.setProperty("--tree-size",
+    `${treeSize}px`); };
+  $("zoomin").onclick = () => zoom(2); $("zoomout").onclick = () => zoom(-2);
   await loadLayers();
 }
 
@@ -62,7 +67,7 @@ async function choose(id) {
     $("classes").replaceChildren(...classes.map((c) =>
       Object.assign(document.createElement("li"), { textContent: `${c.name}: ${(100 * c.probability).toFixed(2)}%` })));
     $("target").replaceChildren(new Option("top class", "top1"), ...classes.map((c) => new Option(c.name, c.index)));
-    $("explain").disabled = $("evaluate").disabled = false; say("");
+    $("explain").disabled = $("evaluate").disabled = $("showtree").disabled = false; say("");
     if ($("layer").value) showLayer();
   } catch (err) { say(err.message, true); }
 }
@@ -202,6 +207,35 @@ async function showLayer() {
     $("layerview").replaceChildren(...parts);
     $("layerview").dataset.layer = layer;
   } catch (err) { say(err.message, true); }
+}
+
+async function showTree() {
+  try {
+    const tree = await post("/api/tree", { model: $("model").value, image: state.image });
+    $("treeline").textContent = tree.line;
+    $("tree").innerHTML = tree.html;  // the server's outline (names escaped there); tree.js opens nodes
+  } catch (err) { say(err.message, true); }
+}
+
+function findInTree(query) {  // open the path from the root to the first class whose name has ``query``
+  const block = $("tree").querySelector("script[type='application/json']");
+  if (!block || !query) return;
+  const t = JSON.parse(block.textContent), q = query.toLowerCase(), parent = {};
+  t.children.forEach((kids, n) => kids.forEach((c) => { parent[c] = n; }));
+  const names = t.names.map((n) => String(n).toLowerCase());
+  let found = names.indexOf(q);
+  if (found < 0) found = names.findIndex((n) => n.includes(q));
+  if (found < 0) { say(`no class or node named like "${query}"`, true); return; }
+  const path = [found];
+  while (parent[path[0]] !== undefined) path.unshift(parent[path[0]]);
+  const outline = $("tree").querySelector(".nbdt");
+  for (const n of path.slice(0, -1)) {
+    const li = outline.querySelector(`li[data-node="${n}"]`), list = li?.querySelector(":scope > ul");
+    if (li && (!list || list.hidden)) li.querySelector(":scope > .nbdt-toggle")?.click();
+  }
+  outline.querySelectorAll(".found").forEach((li) => li.classList.remove("found"));
+  const target = outline.querySelector(`li[data-node="${found}"]`);
+  if (target) { target.classList.add("found"); target.scrollIntoView({ block: "center" }); say(""); }
 }
 
 function color(v) {  // diverging, centred at zero: blue (-1) .. white (0) .. red (+1)
