@@ -289,3 +289,50 @@ def test_tree_view_is_the_nbdt_of_the_model_for_the_image(client, served):
     assert view["line"].startswith("Prediction: 3 // Decisions: ") and view["predicted"] == "3"
     assert view["nodes"] == hierarchy.n_nodes and 'class="nbdt"' in view["html"]
     assert client.get("/tree.js").headers["content-type"].startswith("text/javascript")
+
+
+@pytest.fixture(scope="module")
+def runs(served, tmp_path_factory):
+    """An explain output (4 digits, topk:2) and an explain-dataset output (6 digit files, store=full)."""
+    from PIL import Image
+
+    from torchexplain.dataset import explain_dataset
+
+    root = tmp_path_factory.mktemp("runs")
+    x = torch.cat([digit(i) for i in (0, 3, 5, 9)])
+    explained = explain(served["digits"].module, x, ["saliency", "ig"], "topk:2", class_names=served["digits"].class_names,
+                        n_steps=8)
+    explained.save(root / "explained")
+    folder = root / "images"
+    for d in range(6):
+        (folder / str(d)).mkdir(parents=True)
+        Image.open(models.sample_images()[d]).save(folder / str(d) / "a.png")
+    explain_dataset("digits", folder, ["saliency"], out=root / "dataset", store="full", progress=False)
+    return root, explained
+
+
+def test_runs_are_served_by_id_with_their_rows_and_maps(served, runs):
+    root, explained = runs
+    app = create_app(served, runs=[root / "explained", root / "dataset"])
+    with TestClient(app) as c:
+        listed = c.get("/api/runs").json()["runs"]
+        assert [(r["id"], r["kind"], r["methods"]) for r in listed] == [
+            ("run-0", "explain", ["saliency", "integrated_gradients"]), ("run-1", "dataset", ["saliency"])]
+        rows = c.get("/api/runs/run-0/rows").json()["rows"]
+        assert len(rows) == 8 and [r["target"] for r in rows] == explained.target.tolist()
+        assert rows[1]["integrated_gradients/total"] == pytest.approx(
+            float(explained.attributions["integrated_gradients"][1].sum()), rel=1e-6)
+        maps = c.get("/api/runs/run-0/rows/1").json()["maps"]
+        np.testing.assert_allclose(np.array(maps["saliency"]["values"]).reshape(32, 32),
+                                   explained.attributions["saliency"][1].sum(0).numpy(), rtol=1e-6)
+        rows = {r["id"]: r for r in c.get("/api/runs/run-1/rows").json()["rows"]}
+        assert sorted(rows) == [f"{d}/a.png" for d in range(6)] and all(r["label"] == int(k[0]) for k, r in rows.items())
+        alone = explain(served["digits"].module, digit(4), "saliency")
+        maps = c.get(f"/api/runs/run-1/rows/{rows['4/a.png']['row']}").json()["maps"]
+        np.testing.assert_allclose(np.array(maps["saliency"]["values"]).reshape(32, 32),
+                                   alone.attributions["saliency"][0].sum(0).numpy(), rtol=2e-3, atol=1e-4)  # float16
+        for path in ("/api/runs/run-7/rows", "/api/runs/..%2F..%2Fetc/rows", "/api/runs/run-0/rows/99"):
+            r = c.get(path)
+            assert r.status_code == 404 and "error" in r.json(), path
+    with pytest.raises(ValueError, match="neither an explain output"):
+        create_app(served, runs=[root / "images"])

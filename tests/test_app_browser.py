@@ -5,6 +5,7 @@ time from pressing Explain to the overlays drawn is printed against the methods'
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import threading
@@ -34,11 +35,23 @@ def _browser():
 
 
 @pytest.fixture(scope="module")
-def url():
+def run_dir(tmp_path_factory):
+    """The output of ``torchexplain explain`` on three sample digits."""
+    from torchexplain.cli import main
+
+    out = tmp_path_factory.mktemp("explained")
+    images = [str(p) for p in models.sample_images()[3:6]]
+    assert main(["explain", *images, "--model", "digits", "--method", "saliency,ig", "--out", str(out), "--quiet",
+                 "--overwrite"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def url(run_dir):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app = create_app(load_models(["digits"]), samples=models.sample_images())
+    app = create_app(load_models(["digits"]), samples=models.sample_images(), runs=[run_dir])
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -69,18 +82,27 @@ class Steps:
         return value
 
 
+@contextlib.contextmanager
+def browser_page(folder: Path):
+    """(page, step, errors): a chromium page, its :class:`Steps` and the script errors it raised."""
+    playwright = _browser()
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page()
+            errors = []
+            page.on("pageerror", lambda err: errors.append(str(err)))
+            yield page, Steps(page, folder), errors
+        finally:
+            browser.close()
+
+
 CANVAS_SUM = "(c) => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;" \
              " let s = 0; for (let i = 0; i < d.length; i += 4) s += d[i] + 2 * d[i + 1] + 3 * d[i + 2]; return s; }"
 
 
 def test_explain_two_methods_in_the_page(url, tmp_path):
-    playwright = _browser()
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page()
-        errors = []
-        page.on("pageerror", lambda err: errors.append(str(err)))
-        step = Steps(page, tmp_path)
+    with browser_page(tmp_path) as (page, step, errors):
         step("load the page", lambda: (page.goto(url), page.wait_for_selector("#samples img[data-id='sample-3']")))
         step("pick digit 3", lambda: (page.click("#samples img[data-id='sample-3']"),
                                        page.wait_for_function("() => document.querySelector('#classes li') !== null")))
@@ -130,7 +152,24 @@ def test_explain_two_methods_in_the_page(url, tmp_path):
         found = page.locator("#tree li.found")
         assert found.is_visible() and found.locator(":scope > .nbdt-name").inner_text() == "7"
         assert not errors, errors
-        browser.close()
     added = [ms - method_ms for ms, method_ms in timings[1:]]
     print(f"\napp: IntegratedGradients (32 steps) + Grad-CAM on one digit: pressing Explain to the overlays drawn "
           f"{[round(t[0]) for t in timings]} ms; the app adds {[round(a) for a in added]} ms over the methods' own time")
+
+
+def test_open_a_run_written_by_explain(url, tmp_path):
+    with browser_page(tmp_path) as (page, step, errors):
+        step("load the runs", lambda: (page.goto(url), page.wait_for_selector("#runrows tr[data-row]")))
+        assert page.locator("#runs-section").is_visible()
+        assert page.locator("#runrows tr[data-row]").count() == 3
+        assert page.locator("#runrows th").all_inner_texts() == ["id", "class", "predicted", "probability",
+                                                                 "saliency/total", "integrated_gradients/total"]
+        step("filter by class", lambda: page.fill("#runfilter", "4"))
+        visible = page.eval_on_selector_all("#runrows tr[data-row]", "rows => rows.filter(r => !r.hidden)"
+                                                                      ".map(r => r.dataset.class)")
+        assert visible == ["4"], visible
+        step("open its maps", lambda: (page.click("#runrows tr[data-row]:not([hidden])"),
+                                       page.wait_for_selector("#runmaps canvas")))
+        assert page.locator("#runmaps figcaption").all_inner_texts() == ["saliency · row 1",
+                                                                        "integrated_gradients · row 1"]
+        assert not errors, errors

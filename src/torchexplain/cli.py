@@ -67,6 +67,8 @@ def _serve_parser(sub) -> None:
                     help="a model to serve (repeat for several; default: digits)")
     sv.add_argument("--weights", metavar="FILE", help="state dict of the first --model")
     sv.add_argument("--labels", metavar="FILE", help="class names of the first --model, one per line")
+    sv.add_argument("--runs", nargs="+", metavar="DIR",
+                    help="output folders of explain or explain-dataset to browse")
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     sv.add_argument("--port", type=int, default=8765, help="port (default 8765)")
     sv.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -86,8 +88,8 @@ def _serve(args) -> None:
         if not torch.cuda.is_available():
             raise RuntimeError("--device cuda was asked for but CUDA is not available")
     serve(args.model or ["digits"], weights=args.weights, labels=_labels(args.labels) if args.labels else None,
-          host=args.host, port=args.port, device=args.device, max_upload=int(args.max_upload_mb * 1024 * 1024),
-          notify=lambda line: print(line, flush=True))
+          runs=args.runs, host=args.host, port=args.port, device=args.device,
+          max_upload=int(args.max_upload_mb * 1024 * 1024), notify=lambda line: print(line, flush=True))
 
 
 def _report_parser(sub) -> None:

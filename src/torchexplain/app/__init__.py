@@ -17,11 +17,12 @@ def create_app(*args, **kwargs):
     return build(*args, **kwargs)
 
 
-def serve(models=("digits",), *, weights=None, labels=None, host: str = "127.0.0.1", port: int = 8765,
+def serve(models=("digits",), *, weights=None, labels=None, runs=None, host: str = "127.0.0.1", port: int = 8765,
           device: str = "cpu", max_upload: int | None = None, notify=print, ready=None) -> None:
     """Load ``models`` (specs; ``weights``/``labels`` for the first), then serve the app
     on ``host:port`` until interrupted. With the bundled digits model first, its sample
-    images are offered. ``ready(url)`` is called once the server listens."""
+    images are offered; ``runs``: output folders of explain / explain-dataset to browse.
+    ``ready(url)`` is called once the server listens."""
     try:
         import uvicorn
     except ImportError:
@@ -31,7 +32,7 @@ def serve(models=("digits",), *, weights=None, labels=None, host: str = "127.0.0
 
     served = load_models(list(models), weights, device, labels)
     samples = bundled.sample_images() if list(models)[0] == "digits" else []
-    app = create_app(served, max_upload=max_upload or MAX_UPLOAD, samples=samples)
+    app = create_app(served, max_upload=max_upload or MAX_UPLOAD, samples=samples, runs=runs)
     url = f"http://{host}:{port}/"
 
     class Server(uvicorn.Server):

@@ -10,6 +10,8 @@ whose result is the ranked table and the deletion / insertion curves.
 target}: the layer's feature maps, filters and Grad-CAM there.
 ``POST /api/tree`` {model, image}: the NBDT decisions and outline (``/tree.js`` and
 ``/tree.css`` draw it).
+``GET /api/runs``, ``/api/runs/{id}/rows``, ``/api/runs/{id}/rows/{row}``: the opened
+runs, their rows, a row's maps.
 ``GET /api/jobs/{id}`` a job's progress and, when done, the maps; ``DELETE`` cancels it;
 ``GET /api/jobs/{id}/{method}.npy`` a map as NumPy. Errors are ``{"error": message}``
 with a 4xx status, never a traceback."""
@@ -24,6 +26,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .explain import (
     check_arguments,
@@ -40,6 +43,7 @@ from .explain import (
     tree_view,
 )
 from .jobs import Jobs
+from .runs import open_runs, run_of
 from .state import MAX_UPLOAD, AppError, Images
 
 STATIC = Path(__file__).parent / "static"
@@ -52,8 +56,11 @@ def _body(request_json: dict, key: str, kind=str):
     return value
 
 
-def create_app(models: dict, *, max_upload: int = MAX_UPLOAD, samples=None, workers: int = 2):
-    """The ASGI app serving ``models`` (name -> :class:`~.state.ServedModel`)."""
+def create_app(models: dict, *, max_upload: int = MAX_UPLOAD, samples=None, runs=None, workers: int = 2):
+    """The ASGI app serving ``models`` (name -> :class:`~.state.ServedModel`), ``samples``
+    (image files offered in the page) and ``runs`` (output folders of explain and
+    explain-dataset, served by id)."""
+    opened = open_runs(runs)
     images, jobs = Images(), Jobs(workers)
 
     @contextlib.asynccontextmanager
@@ -73,6 +80,10 @@ def create_app(models: dict, *, max_upload: int = MAX_UPLOAD, samples=None, work
     @app.exception_handler(AppError)
     async def refused(request, err: AppError):
         return JSONResponse({"error": str(err)}, status_code=err.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request, err: StarletteHTTPException):
+        return JSONResponse({"error": str(err.detail)}, status_code=err.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def malformed(request, err: RequestValidationError):
@@ -192,6 +203,20 @@ def create_app(models: dict, *, max_upload: int = MAX_UPLOAD, samples=None, work
         from ..report.tree import TREE_SECTION_CSS
 
         return Response(TREE_SECTION_CSS, media_type="text/css")
+
+    @app.get("/api/runs")
+    async def list_runs():
+        return {"runs": [{"id": k, "kind": r.kind, "name": r.folder.name, "methods": r.methods}
+                         for k, r in opened.items()]}
+
+    @app.get("/api/runs/{ident}/rows")
+    async def run_rows(ident: str):
+        run = run_of(opened, ident)
+        return {"methods": run.methods, "rows": run.rows()}
+
+    @app.get("/api/runs/{ident}/rows/{row}")
+    async def run_maps(ident: str, row: int):
+        return {"maps": run_of(opened, ident).maps(row)}
 
     def job_of(ident: str):
         job = jobs.get(ident)

@@ -48,6 +48,7 @@ async function start() {
     `${treeSize}px`); };
   $("zoomin").onclick = () => zoom(2); $("zoomout").onclick = () => zoom(-2);
   await loadLayers();
+  await loadRuns();
 }
 
 async function upload(file) {
@@ -250,23 +251,28 @@ function shown(v, sign) {
   return v;
 }
 
+function mapCanvas(m, picture, alpha, sign) {  // a map over the picture's grey (or alone), centred at zero
+  const [h, w] = m.shape, canvas = Object.assign(document.createElement("canvas"), { width: w, height: h });
+  const ctx = canvas.getContext("2d");
+  if (picture) ctx.drawImage(picture, 0, 0, w, h);
+  const base = picture ? ctx.getImageData(0, 0, w, h) : null, out = ctx.createImageData(w, h), scale = m.vmax || 1;
+  for (let i = 0; i < h * w; i++) {
+    const c = color(shown(m.values[i], sign) / scale);
+    const grey = base ? base.data[4 * i] * 0.3 + base.data[4 * i + 1] * 0.59 + base.data[4 * i + 2] * 0.11 : 255;
+    const a = base ? alpha : 1;
+    for (let k = 0; k < 3; k++) out.data[4 * i + k] = (1 - a) * grey + a * c[k];
+    out.data[4 * i + 3] = 255;
+  }
+  ctx.putImageData(out, 0, 0);
+  canvas.dataset.method = m.name;
+  return canvas;
+}
+
 function draw() {
   if (!state.result) return;
-  const alpha = parseFloat($("opacity").value), sign = $("sign").value, picture = $("picture");
-  const figures = [];
-  for (const m of state.result.methods) {
-    const [h, w] = m.shape, canvas = Object.assign(document.createElement("canvas"), { width: w, height: h });
-    const ctx = canvas.getContext("2d");
-    ctx.drawImage(picture, 0, 0, w, h);
-    const base = ctx.getImageData(0, 0, w, h), out = ctx.createImageData(w, h), scale = m.vmax || 1;
-    for (let i = 0; i < h * w; i++) {
-      const c = color(shown(m.values[i], sign) / scale), grey = base.data[4 * i] * 0.3 + base.data[4 * i + 1] * 0.59 +
-        base.data[4 * i + 2] * 0.11;
-      for (let k = 0; k < 3; k++) out.data[4 * i + k] = (1 - alpha) * grey + alpha * c[k];
-      out.data[4 * i + 3] = 255;
-    }
-    ctx.putImageData(out, 0, 0);
-    canvas.dataset.method = m.name;
+  const alpha = parseFloat($("opacity").value), sign = $("sign").value;
+  const figures = state.result.methods.map((m) => {
+    const canvas = mapCanvas(m, $("picture"), alpha, sign), [h, w] = m.shape;
     canvas.onmousemove = (e) => {
       const x = Math.floor(e.offsetX / canvas.clientWidth * w), y = Math.floor(e.offsetY / canvas.clientHeight * h);
       $("readout").textContent = state.result.methods.map((r) =>
@@ -275,13 +281,55 @@ function draw() {
     const caption = document.createElement("figcaption");
     caption.textContent = `${m.name} · ${(1000 * m.seconds).toFixed(0)} ms` +
       (m.delta === null ? "" : ` · delta ${m.delta.toPrecision(3)}`);
-    const link = Object.assign(document.createElement("a"), { href: `/api/jobs/${state.mapsJob}/${m.name}.npy`,
-      textContent: " .npy", download: `${m.name}.npy` });
-    caption.append(link);
-    const figure = document.createElement("figure"); figure.append(canvas, caption); figures.push(figure);
-  }
+    caption.append(Object.assign(document.createElement("a"), { href: `/api/jobs/${state.mapsJob}/${m.name}.npy`,
+      textContent: " .npy", download: `${m.name}.npy` }));
+    const figure = document.createElement("figure"); figure.append(canvas, caption);
+    return figure;
+  });
   $("maps").replaceChildren(...figures);
   $("maps").dataset.target = state.result.target.name;
+}
+
+async function loadRuns() {
+  const { runs } = await api("/api/runs");
+  $("runs-section").hidden = !runs.length;
+  $("run").replaceChildren(...runs.map((r) => new Option(`${r.name} (${r.kind})`, r.id)));
+  $("run").onchange = showRun; $("runfilter").oninput = $("runmin").oninput = filterRun;
+  if (runs.length) await showRun();
+}
+
+async function showRun() {
+  const { methods, rows } = await api(`/api/runs/${$("run").value}/rows`);
+  const columns = ["id", "class", "predicted", "probability", ...methods.map((m) => `${m}/total`)];
+  const head = document.createElement("tr");
+  head.append(...columns.map((c) => Object.assign(document.createElement("th"), { textContent: c })));
+  const body = rows.map((r) => {
+    const tr = document.createElement("tr");
+    tr.dataset.row = r.row; tr.dataset.class = r.class; tr.dataset.probability = r.probability;
+    tr.append(...columns.map((c) => Object.assign(document.createElement("td"), {
+      textContent: typeof r[c] === "number" && !Number.isInteger(r[c]) ? r[c].toPrecision(4) : r[c] })));
+    tr.onclick = () => showRunRow(r.row);
+    return tr;
+  });
+  $("runrows").replaceChildren(head, ...body);
+  filterRun();
+}
+
+function filterRun() {  // rows of the class typed (or any) with at least the probability given
+  const cls = $("runfilter").value.trim(), low = parseFloat($("runmin").value) || 0;
+  for (const tr of $("runrows").querySelectorAll("tr[data-row]"))
+    tr.hidden = (cls && tr.dataset.class !== cls) || parseFloat(tr.dataset.probability) < low;
+}
+
+async function showRunRow(row) {
+  const { maps } = await api(`/api/runs/${$("run").value}/rows/${row}`);
+  $("runmaps").replaceChildren(...Object.entries(maps).map(([name, m]) => {
+    const figure = document.createElement("figure");
+    figure.append(mapCanvas({ ...m, name }, null, 1, $("sign").value),
+                  Object.assign(document.createElement("figcaption"), { textContent: `${name} · row ${row}` }));
+    return figure;
+  }));
+  $("runmaps").dataset.row = row;
 }
 
 start().catch((err) => say(err.message, true));
