@@ -51,7 +51,8 @@ def url(run_dir):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app = create_app(load_models(["digits"]), samples=models.sample_images(), runs=[run_dir])
+    served = load_models(["digits", "torchvision:resnet18"], notify=lambda message: None)  # random weights
+    app = create_app(served, samples=models.sample_images(), runs=[run_dir])
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -145,6 +146,21 @@ def test_explain_two_methods_in_the_page(url, tmp_path):
         assert titles == ["feature maps of features.0 (16 shown)", "filters of features.0, each scaled to [0, 1]",
                           "Grad-CAM at features.0"], titles
         assert page.locator("#layerview canvas").count() == 16 + 16 + 1
+        step("switch to resnet18", lambda: (page.select_option("#model", "torchvision:resnet18"),
+                                            page.wait_for_function("() => document.querySelector('#classes li')"
+                                                                   ".textContent.includes('%')")))
+        page.uncheck("#m-grad_cam")
+        page.fill("fieldset[data-method=integrated_gradients] input[name=n_steps]", "16")
+        big = []
+        for _ in range(2):
+            step("explain at 224", lambda: (page.click("#explain"), page.wait_for_function(
+                "() => document.body.dataset.lastExplainMs !== undefined", timeout=120_000)))
+            seconds = float(page.inner_text("#status").split("done in ")[1].split(" s")[0])
+            big.append((float(page.evaluate("() => document.body.dataset.lastExplainMs")), seconds * 1000))
+            page.evaluate("() => { delete document.body.dataset.lastExplainMs; }")
+        assert page.locator("#maps canvas").evaluate("c => [c.width, c.height]") == [224, 224]
+        page.select_option("#model", "digits")
+        page.wait_for_function("() => document.querySelector('#classes li').textContent.startsWith('3: ')")
         step("open the tree", lambda: (page.click("#showtree"), page.wait_for_selector("#tree .nbdt")))
         assert page.inner_text("#treeline").startswith("Prediction: 3 // Decisions: ")
         step("find a class", lambda: (page.fill("#treesearch", "7"), page.press("#treesearch", "Enter"),
@@ -154,7 +170,9 @@ def test_explain_two_methods_in_the_page(url, tmp_path):
         assert not errors, errors
     added = [ms - method_ms for ms, method_ms in timings[1:]]
     print(f"\napp: IntegratedGradients (32 steps) + Grad-CAM on one digit: pressing Explain to the overlays drawn "
-          f"{[round(t[0]) for t in timings]} ms; the app adds {[round(a) for a in added]} ms over the methods' own time")
+          f"{[round(t[0]) for t in timings]} ms; the app adds {[round(a) for a in added]} ms over the job's own time")
+    print(f"app: IntegratedGradients (16 steps) on one resnet18 224 image: {[round(t[0]) for t in big]} ms; the app "
+          f"adds {[round(ms - job_ms) for ms, job_ms in big]} ms")
 
 
 def test_open_a_run_written_by_explain(url, tmp_path):

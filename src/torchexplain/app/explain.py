@@ -129,11 +129,13 @@ def check_methods(names) -> list[str]:
 
 
 def explain_job(job, model: ServedModel, x: Tensor, methods: list[str], target, arguments: dict) -> dict:
-    """Run each method (one step each) and return the maps to draw: per method its
-    channel-summed (H, W) map as a flat list, its largest |value|, seconds and delta."""
+    """Run each method (one step each) and return what the page draws: per method its
+    seconds, delta, the shape and largest |value| of its channel-summed (H, W) map; the
+    maps themselves (``maps``: the attribution; ``summed``: float32 bytes of the
+    channel sum) are served apart, as binary."""
     from .. import explain
 
-    result = {"methods": [], "maps": {}}
+    result = {"methods": [], "maps": {}, "summed": {}}
     for name in methods:
         job.advance(name)
         with model.lock:
@@ -143,11 +145,11 @@ def explain_job(job, model: ServedModel, x: Tensor, methods: list[str], target, 
         delta = done.deltas.get(name)
         result["target"] = {"index": int(done.target[0]), "name": _class_name(model, int(done.target[0]))}
         result["maps"][name] = a
+        result["summed"][name] = summed.contiguous().numpy().astype("<f4").tobytes()
         result["methods"].append({
             "name": name, "seconds": done.timings[name],
             "delta": None if delta is None else float(delta.reshape(-1)[0]),
-            "shape": list(summed.shape), "values": [round(float(v), 7) for v in summed.reshape(-1)],
-            "vmax": float(summed.abs().max()),
+            "shape": list(summed.shape), "vmax": float(summed.abs().max()),
         })
         job.finish_step()
     return result

@@ -13,13 +13,16 @@ target}: the layer's feature maps, filters and Grad-CAM there.
 ``GET /api/runs``, ``/api/runs/{id}/rows``, ``/api/runs/{id}/rows/{row}``: the opened
 runs, their rows, a row's maps.
 ``GET /api/jobs/{id}`` a job's progress and, when done, the maps; ``DELETE`` cancels it;
-``GET /api/jobs/{id}/{method}.npy`` a map as NumPy. Errors are ``{"error": message}``
+``GET /api/jobs/{id}/{method}.npy`` a map as NumPy, ``.f32`` its channel sum as
+float32 bytes (what the page draws). Errors are ``{"error": message}``
 with a 4xx status, never a traceback."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
+import time
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -225,11 +228,15 @@ def create_app(models: dict, *, max_upload: int = MAX_UPLOAD, samples=None, runs
         return job
 
     @app.get("/api/jobs/{ident}")
-    async def job_status(ident: str):
+    async def job_status(ident: str, wait: float = 0.0):
+        """The job's status; with ``wait`` (seconds, at most 5), once it has moved on or ended."""
         job = job_of(ident)
+        seen, deadline = (job.state, job.done), time.monotonic() + min(max(wait, 0.0), 5.0)
+        while job.state == "running" and (job.state, job.done) == seen and time.monotonic() < deadline:
+            await asyncio.sleep(0.003)
         status = job.status()
         if job.state == "done":
-            status["result"] = {k: v for k, v in job.result.items() if k != "maps"}  # maps: as .npy
+            status["result"] = {k: v for k, v in job.result.items() if k not in ("maps", "summed")}
         return status
 
     @app.delete("/api/jobs/{ident}")
@@ -237,6 +244,13 @@ def create_app(models: dict, *, max_upload: int = MAX_UPLOAD, samples=None, runs
         job = job_of(ident)
         job.cancel()
         return job.status()
+
+    @app.get("/api/jobs/{ident}/{method}.f32")
+    async def summed_map(ident: str, method: str):
+        job = job_of(ident)
+        if job.state != "done" or method not in job.result.get("summed", {}):
+            raise AppError(f"job {ident} has no map of {method!r}", 404)
+        return Response(job.result["summed"][method], media_type="application/octet-stream")
 
     @app.get("/api/jobs/{ident}/{method}.npy")
     async def npy(ident: str, method: str):

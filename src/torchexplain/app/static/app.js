@@ -41,7 +41,7 @@ async function start() {
   $("evaluate").onclick = evaluate;
   $("cancel").onclick = () => state.job && api(`/api/jobs/${state.job}`, { method: "DELETE" });
   $("opacity").oninput = $("sign").onchange = draw;
-  $("model").onchange = loadLayers; $("layer").onchange = showLayer;
+  $("model").onchange = async () => { await loadLayers(); if (state.image) await choose(state.image); }; $("layer").onchange = showLayer;
   $("showtree").onclick = showTree; $("treesearch").onchange = () => findInTree($("treesearch").value);
   let treeSize = 14;
   const zoom = (k) => { treeSize = Math.max(8, Math.min(28, treeSize + k)); $("tree").style.setProperty("--tree-size",
@@ -97,8 +97,7 @@ async function runJob(path, body) {  // POST a job, show its progress until it e
     while (job.state === "running") {
       $("progress").max = job.total; $("progress").value = job.done;
       say(`running ${job.step} (${job.done}/${job.total})`);
-      await new Promise((r) => setTimeout(r, 40));
-      job = await api(`/api/jobs/${job.id}`);
+      job = await api(`/api/jobs/${job.id}?wait=2`);  // answers as soon as the job moves on
     }
   } finally { $("cancel").hidden = true; $("progress").hidden = true; }
   if (job.state !== "done") throw new Error(job.state === "cancelled" ? "cancelled" : job.error);
@@ -109,6 +108,10 @@ async function explain() {
   const pressed = performance.now();
   try {
     const job = await runJob("/api/explain", request());
+    await Promise.all(job.result.methods.map(async (m) => {  // the maps, as float32 bytes
+      const response = await fetch(`/api/jobs/${job.id}/${m.name}.f32`);
+      m.values = new Float32Array(await response.arrayBuffer());
+    }));
     state.result = job.result; state.mapsJob = job.id; draw();
     const ms = performance.now() - pressed;
     document.body.dataset.lastExplainMs = ms.toFixed(1);
@@ -281,8 +284,13 @@ function draw() {
     const caption = document.createElement("figcaption");
     caption.textContent = `${m.name} · ${(1000 * m.seconds).toFixed(0)} ms` +
       (m.delta === null ? "" : ` · delta ${m.delta.toPrecision(3)}`);
-    caption.append(Object.assign(document.createElement("a"), { href: `/api/jobs/${state.mapsJob}/${m.name}.npy`,
-      textContent: " .npy", download: `${m.name}.npy` }));
+    const png = Object.assign(document.createElement("a"), { href: "#", textContent: " .png", download: `${m.name}.png` });
+    png.onclick = () => { png.href = canvas.toDataURL("image/png"); };  // the overlay as drawn
+    caption.append(" ·", png,
+      Object.assign(document.createElement("a"), { href: `/api/jobs/${state.mapsJob}/${m.name}.npy`,
+                                                   textContent: " .npy", download: `${m.name}.npy` }),
+      Object.assign(document.createElement("a"), { href: `/api/jobs/${state.mapsJob}`, textContent: " .json",
+                                                   download: "explanation.json" }));
     const figure = document.createElement("figure"); figure.append(canvas, caption);
     return figure;
   });
