@@ -119,6 +119,12 @@ def test_explain_two_methods_in_the_page(url, tmp_path):
             seconds = float(page.inner_text("#status").split("done in ")[1].split(" s")[0])
             timings.append((ms, seconds * 1000))
             page.evaluate("() => { delete document.body.dataset.lastExplainMs; }")
+        assert page.evaluate("() => document.querySelector('#maps').dataset.target") == "3"  # the top class
+        step("explain for a typed class", lambda: (page.fill("#targettext", "8"), page.click("#explain"),
+                                                   page.wait_for_function("() => document.querySelector('#maps')"
+                                                                          ".dataset.target === '8'")))
+        page.fill("#targettext", "")
+        page.evaluate("() => { delete document.body.dataset.lastExplainMs; }")
         captions = page.locator("#maps figcaption").all_inner_texts()
         assert len(captions) == 2, captions
         assert captions[0].startswith("integrated_gradients") and "delta" in captions[0], captions

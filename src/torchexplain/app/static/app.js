@@ -16,6 +16,7 @@ function say(text, error = false) { $("status").textContent = text; $("status").
 async function start() {
   state.info = await api("/api/info");
   for (const m of state.info.models) $("model").add(new Option(m.name, m.name));
+  $("classnames").replaceChildren(...(state.info.models[0].class_names || []).map((n) => new Option(n)));
   for (const id of state.info.samples) {
     const img = new Image(); img.src = `/api/images/${id}.png`; img.alt = id; img.dataset.id = id;
     img.onclick = () => choose(id); $("samples").append(img);
@@ -87,7 +88,8 @@ function chosenMethods() {
 
 function request() {
   const { methods, args } = chosenMethods();  // throws on a field that is not JSON
-  return { model: $("model").value, image: state.image, methods, target: $("target").value, arguments: args };
+  const target = $("targettext").value.trim() || $("target").value;  // typed: a class name or an index
+  return { model: $("model").value, image: state.image, methods, target, arguments: args };
 }
 
 async function runJob(path, body) {  // POST a job, show its progress until it ends; its result
