@@ -146,6 +146,8 @@ def test_explain_two_methods_in_the_page(url, tmp_path):
         charts = page.eval_on_selector_all("#curves svg", "s => s.map(v => [v.dataset.metric, "
                                                            "v.querySelectorAll('polyline').length])")
         assert charts == [["deletion", 2], ["insertion", 2]], charts
+        legend = page.eval_on_selector_all("#curves svg:first-child text", "t => t.map(e => e.textContent)")
+        assert legend[1:] == ["integrated_gradients", "grad_cam"], legend
         step("open a layer", lambda: (page.select_option("#layer", "features.0"),
                                       page.wait_for_selector("#layerview[data-layer='features.0']")))
         titles = page.locator("#layerview h3").all_inner_texts()
@@ -192,6 +194,18 @@ def test_open_a_run_written_by_explain(url, tmp_path):
         visible = page.eval_on_selector_all("#runrows tr[data-row]", "rows => rows.filter(r => !r.hidden)"
                                                                       ".map(r => r.dataset.class)")
         assert visible == ["4"], visible
+        page.fill("#runfilter", "")
+        step("filter by prediction and a total", lambda: (page.fill("#runpredicted", "5"),
+                                                          page.select_option("#runmetric", "saliency"),
+                                                          page.fill("#runmetricmin", "-1e9")))
+        visible = page.eval_on_selector_all("#runrows tr[data-row]", "rows => rows.filter(r => !r.hidden)"
+                                                                      ".map(r => r.dataset.predicted)")
+        assert visible == ["5"], visible
+        page.fill("#runmetricmin", "1e9")  # no saliency total is that large
+        assert page.eval_on_selector_all("#runrows tr[data-row]", "rows => rows.filter(r => !r.hidden).length") == 0
+        page.fill("#runmetricmin", "")
+        page.fill("#runpredicted", "")
+        page.fill("#runfilter", "4")
         step("open its maps", lambda: (page.click("#runrows tr[data-row]:not([hidden])"),
                                        page.wait_for_selector("#runmaps canvas")))
         assert page.locator("#runmaps figcaption").all_inner_texts() == ["saliency · row 1",

@@ -161,7 +161,11 @@ function curveChart(metric, curves) {  // an SVG line per method: probability ag
     line.setAttribute("fill", "none"); line.setAttribute("stroke", `hsl(${hues[k % hues.length]} 70% 45%)`);
     line.dataset.method = method;
     const label = document.createElementNS(ns, "title"); label.textContent = method; line.append(label);
-    svg.append(line);
+    const key = document.createElementNS(ns, "text");
+    key.setAttribute("x", w - pad); key.setAttribute("y", 30 + 13 * k); key.setAttribute("text-anchor", "end");
+    key.setAttribute("fill", line.getAttribute("stroke")); key.setAttribute("font-size", "11");
+    key.textContent = method;
+    svg.append(line, key);
   });
   return svg;
 }
@@ -304,7 +308,8 @@ async function loadRuns() {
   const { runs } = await api("/api/runs");
   $("runs-section").hidden = !runs.length;
   $("run").replaceChildren(...runs.map((r) => new Option(`${r.name} (${r.kind})`, r.id)));
-  $("run").onchange = showRun; $("runfilter").oninput = $("runmin").oninput = filterRun;
+  $("run").onchange = showRun;
+  for (const id of ["runfilter", "runpredicted", "runmin", "runmetric", "runmetricmin"]) $(id).oninput = filterRun;
   if (runs.length) await showRun();
 }
 
@@ -316,19 +321,26 @@ async function showRun() {
   const body = rows.map((r) => {
     const tr = document.createElement("tr");
     tr.dataset.row = r.row; tr.dataset.class = r.class; tr.dataset.probability = r.probability;
+    tr.dataset.predicted = r.predicted;
+    for (const m of methods) tr.dataset[`total_${m}`] = r[`${m}/total`];
     tr.append(...columns.map((c) => Object.assign(document.createElement("td"), {
       textContent: typeof r[c] === "number" && !Number.isInteger(r[c]) ? r[c].toPrecision(4) : r[c] })));
     tr.onclick = () => showRunRow(r.row);
     return tr;
   });
   $("runrows").replaceChildren(head, ...body);
+  $("runmetric").replaceChildren(...methods.map((m) => new Option(`${m}/total`, m)));
   filterRun();
 }
 
-function filterRun() {  // rows of the class typed (or any) with at least the probability given
-  const cls = $("runfilter").value.trim(), low = parseFloat($("runmin").value) || 0;
+function filterRun() {  // rows of the class and prediction typed (or any), at least the probability and total given
+  const cls = $("runfilter").value.trim(), predicted = $("runpredicted").value.trim();
+  const low = parseFloat($("runmin").value) || 0, metric = $("runmetric").value;
+  const metricLow = parseFloat($("runmetricmin").value);
   for (const tr of $("runrows").querySelectorAll("tr[data-row]"))
-    tr.hidden = (cls && tr.dataset.class !== cls) || parseFloat(tr.dataset.probability) < low;
+    tr.hidden = (cls && tr.dataset.class !== cls) || (predicted && tr.dataset.predicted !== predicted) ||
+      parseFloat(tr.dataset.probability) < low ||
+      (!Number.isNaN(metricLow) && metric && parseFloat(tr.dataset[`total_${metric}`]) < metricLow);
 }
 
 async function showRunRow(row) {
