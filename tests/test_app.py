@@ -63,7 +63,7 @@ def summed_map(client, job: dict, method: dict) -> np.ndarray:
 
 def explain_request(image="sample-3", methods=("ig", "grad_cam"), **extra) -> dict:
     return {"model": "digits", "image": image, "methods": list(methods),
-            "arguments": {"integrated_gradients": {"n_steps": 16}}, **extra}
+            "arguments": {"integrated_gradients": {"n_steps": 16, "baselines": 0.0}}, **extra}  # 0.0: None's zeros
 
 
 def test_info_lists_models_methods_with_defaults_and_samples(client):
@@ -73,8 +73,9 @@ def test_info_lists_models_methods_with_defaults_and_samples(client):
     assert info["models"][0]["name"] == "digits" and info["models"][0]["classes"] == 10
     methods = {m["name"]: m for m in info["methods"]}
     assert list(methods) == available()
-    assert methods["integrated_gradients"]["fields"] == {"n_steps": 50} and methods["integrated_gradients"]["delta"]
-    assert methods["occlusion"]["fields"] == {"sliding_window_shapes": [1, 4, 4], "strides": [1, 2, 2]}
+    assert methods["integrated_gradients"]["fields"] == {"n_steps": 50, "baselines": 0.0}
+    assert methods["integrated_gradients"]["delta"] and methods["saliency"]["fields"] == {}
+    assert methods["occlusion"]["fields"] == {"sliding_window_shapes": [1, 4, 4], "strides": [1, 2, 2], "baselines": 0.0}
     assert info["samples"] == [f"sample-{i}" for i in range(10)] and info["max_upload"] == 50_000
 
 
@@ -343,3 +344,14 @@ def test_runs_are_served_by_id_with_their_rows_and_maps(served, runs):
             assert r.status_code == 404 and "error" in r.json(), path
     with pytest.raises(ValueError, match="neither an explain output"):
         create_app(served, runs=[root / "images"])
+
+
+def test_every_method_runs_with_the_fields_the_page_shows(client):
+    info = {m["name"]: m["fields"] for m in client.get("/api/info").json()["methods"]}
+    job = client.post("/api/explain", json={"model": "digits", "image": "sample-0", "methods": list(info),
+                                            "arguments": info}).json()
+    job = wait(client, job, timeout=120)
+    assert job["state"] == "done", job["error"]
+    assert [m["name"] for m in job["result"]["methods"]] == list(info)
+    flat = [m["name"] for m in job["result"]["methods"] if m["shape"] != [32, 32] or not m["vmax"] > 0]
+    assert flat == ["feature_permutation"], flat  # it shuffles features across the batch: one image, all zeros

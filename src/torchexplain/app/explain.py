@@ -48,6 +48,8 @@ def method_fields(model: ServedModel) -> list[dict]:
         signature = inspect.signature(method.attribute).parameters
         fields = {k: _jsonable(p.default) for k, p in signature.items()
                   if k in FIELDS and p.default is not inspect.Parameter.empty}
+        if "baselines" in signature and signature["baselines"].default is None:
+            fields["baselines"] = 0.0  # what None means: a zero reference, shown as the number it is
         fields.update({k: _jsonable(v) for k, v in spec.defaults(x).items() if k in FIELDS})
         fields = {k: v for k, v in fields.items() if v is not None}
         listed.append({"name": name, "description": spec.description, "delta": spec.delta, "fields": fields})
