@@ -355,3 +355,12 @@ def test_every_method_runs_with_the_fields_the_page_shows(client):
     assert [m["name"] for m in job["result"]["methods"]] == list(info)
     flat = [m["name"] for m in job["result"]["methods"] if m["shape"] != [32, 32] or not m["vmax"] > 0]
     assert flat == ["feature_permutation"], flat  # it shuffles features across the batch: one image, all zeros
+
+
+def test_serve_takes_several_models_and_runs_either_way():
+    from torchexplain.cli import _parser
+
+    args = _parser().parse_args(["serve", "--model", "digits", "torchvision:resnet18", "--runs", "a", "--runs", "b"])
+    assert args.model == ["digits", "torchvision:resnet18"] and args.runs == ["a", "b"]
+    args = _parser().parse_args(["serve", "--model", "digits", "--model", "x.pt"])
+    assert args.model == ["digits", "x.pt"] and args.host == "127.0.0.1" and args.port == 8765

@@ -63,11 +63,11 @@ def _serve_parser(sub) -> None:
     sv = sub.add_parser("serve", help="a local web app to explore a model's explanations",
                         description="Serve the app on --host:--port (127.0.0.1:8765); without --model, the bundled "
                         "digits model with its sample images.")
-    sv.add_argument("--model", action="append", metavar="SPEC",
-                    help="a model to serve (repeat for several; default: digits)")
+    sv.add_argument("--model", action="extend", nargs="+", metavar="SPEC",
+                    help="models to serve (several, or the flag repeated; default: digits)")
     sv.add_argument("--weights", metavar="FILE", help="state dict of the first --model")
     sv.add_argument("--labels", metavar="FILE", help="class names of the first --model, one per line")
-    sv.add_argument("--runs", nargs="+", metavar="DIR",
+    sv.add_argument("--runs", action="extend", nargs="+", metavar="DIR",
                     help="output folders of explain or explain-dataset to browse")
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     sv.add_argument("--port", type=int, default=8765, help="port (default 8765)")
