@@ -32,21 +32,37 @@ class ImageNotFound(LoadError, FileNotFoundError):
 
 def load_image(path):
     """Open an image file with Pillow, fully decoded, or raise :class:`LoadError`."""
-    from PIL import Image, UnidentifiedImageError
-
     path = Path(path)
     if not path.exists():
         raise ImageNotFound(f"image not found: {path}")
     if not path.is_file():
         raise LoadError(f"not a file: {path}")
     try:
-        with Image.open(path) as image:
+        return decode_image(path)
+    except NotAnImage:
+        raise LoadError(f"not an image file: {path}") from None
+    except LoadError as err:
+        raise LoadError(f"cannot read image {path}: {err}") from None
+
+
+class NotAnImage(LoadError):
+    """Data that Pillow does not recognise as any image format."""
+
+
+def decode_image(source):
+    """A file path or file-like object decoded whole by Pillow (a PIL image, detached
+    from ``source``): :class:`NotAnImage` when it is no image format, :class:`LoadError`
+    (the decoder's message) when it is one but cannot be decoded (e.g. truncated)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(source) as image:
             image.load()
             return image.copy()
     except UnidentifiedImageError:
-        raise LoadError(f"not an image file: {path}") from None
+        raise NotAnImage("not an image") from None
     except (OSError, SyntaxError, ValueError) as err:
-        raise LoadError(f"cannot read image {path}: {err}") from None
+        raise LoadError(str(err)) from None
 
 
 def image_transform(

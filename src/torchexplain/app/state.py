@@ -91,19 +91,17 @@ class Images:
 
     def decode(self, data: bytes, name: str, limit: int = MAX_UPLOAD) -> str:
         """Decode an upload as an image (nothing else is accepted) and keep it."""
-        from PIL import Image, UnidentifiedImageError
+        from ..loading import LoadError, NotAnImage, decode_image
 
         if not data:
             raise AppError("the upload is empty")
         if len(data) > limit:
             raise AppError(f"the upload is {len(data)} bytes; the limit is {limit}", 413)
         try:
-            with Image.open(io.BytesIO(data)) as image:
-                image.load()
-                image = image.copy()
-        except UnidentifiedImageError:
+            image = decode_image(io.BytesIO(data))
+        except NotAnImage:
             raise AppError("the upload is not an image", 415) from None
-        except (OSError, SyntaxError, ValueError) as err:
+        except LoadError as err:
             raise AppError(f"cannot decode the image: {err}", 415) from None
         return self.add(image, name)
 

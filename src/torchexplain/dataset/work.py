@@ -135,15 +135,13 @@ class Worker:
         return data
 
     def _image(self, data) -> Tensor:
-        from PIL import Image, UnidentifiedImageError
+        from ..loading import LoadError, NotAnImage, decode_image
 
         try:
-            with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as image:
-                image.load()
-                image = image.copy()
-        except UnidentifiedImageError:
+            image = decode_image(io.BytesIO(data) if isinstance(data, bytes) else data)
+        except NotAnImage:
             raise ExampleError("decode", "not an image file") from None
-        except (OSError, SyntaxError, ValueError) as err:
+        except LoadError as err:
             raise ExampleError("decode", f"cannot decode the image: {err}") from None
         return self._pil(image)
 
