@@ -127,8 +127,13 @@ def test_the_exception_list_is_well_formed():
     module = importlib.util.module_from_spec(spec)
     loader.exec_module(module)
     listed = module.listed()  # exits on an unknown category
-    lines = [line for line in module.LIST.read_text().splitlines() if line.startswith("- `")]
+    lines = [line for path in module.LISTS for line in path.read_text().splitlines() if line.startswith("- `")]
     assert len(lines) == len(listed) >= 1  # every entry parsed, none repeated
-    assert all(test.startswith("tests/attr/") for test in listed)
+    for path in module.LISTS:  # captum_exceptions.md: attr; captum_exceptions_robust.md: robust
+        family = path.stem.removeprefix("captum_exceptions").lstrip("_") or "attr"
+        tests = [line.split("`")[1] for line in path.read_text().splitlines() if line.startswith("- `")]
+        assert all(test.startswith(f"tests/{family}/") for test in tests), path.name
+    log = "tests/robust/test_FGSM.py ..F.  [ 50%]\nFAILED tests/concept/test_tcav.py::T::t - x\n"
+    assert module.files_run(log) == {"tests/robust/test_FGSM.py", "tests/concept/test_tcav.py"}
     failed, _ = module.outcomes("FAILED tests/attr/a.py::T::t - AssertionError: x\nERROR tests/attr/b.py\n")
     assert failed == {"tests/attr/a.py::T::t", "tests/attr/b.py"}
