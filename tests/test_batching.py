@@ -272,14 +272,34 @@ def test_channels_last_falls_back_for_models_that_need_their_layout():
 
     net = _ViewNet().eval()
     x = torch.randn(6, 3, 8, 8)
-    auto = Saliency(net).attribute(x, target=1)
     saved = config.channels_last
-    config.channels_last = False
     try:
+        config.channels_last = True
+        retried = Saliency(net).attribute(x, target=1)
+        assert net.calls == 2  # the channels-last try, then the contiguous one
+        config.channels_last = False
         plain = Saliency(net).attribute(x, target=1)
     finally:
         config.channels_last = saved
-    torch.testing.assert_close(auto, plain)
+    torch.testing.assert_close(retried, plain)
+
+
+def test_channels_last_only_where_it_is_faster():
+    """Chunks of 4+ float32 images of 128x128 or more on CPU; smaller ones (slower in
+    that layout) and forced choices as config says."""
+    from torchexplain import config
+    from torchexplain.core.gradients import wants_channels_last
+
+    assert wants_channels_last([torch.zeros(4, 3, 128, 128)])
+    assert not wants_channels_last([torch.zeros(4, 3, 64, 64)])
+    assert not wants_channels_last([torch.zeros(3, 3, 224, 224)])
+    assert not wants_channels_last([torch.zeros(4, 3, 224, 224, dtype=torch.float64)])
+    saved = config.channels_last
+    try:
+        config.channels_last = True
+        assert wants_channels_last([torch.zeros(1, 3, 8, 8)])
+    finally:
+        config.channels_last = saved
 
 
 def test_a_models_own_error_is_raised_without_a_retry():
@@ -290,9 +310,15 @@ def test_a_models_own_error_is_raised_without_a_retry():
             self.calls += 1
             raise RuntimeError("boom: the model failed")
 
+    from torchexplain import config
+
     net = Broken().eval()
-    with pytest.raises(RuntimeError, match="boom"):
-        Saliency(net).attribute(torch.randn(6, 3, 8, 8), target=1)
+    saved, config.channels_last = config.channels_last, True
+    try:
+        with pytest.raises(RuntimeError, match="boom"):
+            Saliency(net).attribute(torch.randn(6, 3, 8, 8), target=1)
+    finally:
+        config.channels_last = saved
     assert net.calls == 1
 
 

@@ -16,8 +16,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "data" / "engine_reference.pt"
 
-#: largest change allowed, relative to the largest magnitude of each output
-RELATIVE = 1e-6
+#: largest change allowed, relative to the largest magnitude of each output: the float32
+#: rounding of a convolution's other memory layout (the reference was written when its
+#: 64x64 chunks ran channels-last; they now run contiguous) moves VarGrad, a variance of
+#: gradients, by 3e-6
+RELATIVE = 1e-5
 
 
 def _script():

@@ -68,7 +68,17 @@ def test_names_order_aliases_delta_and_descriptions_are_todays():
         keys += [name, *aliases]
         for alias in aliases:
             assert methods.resolve(alias) is spec
-    assert list(methods.METHODS) == keys
+    assert [k for k, s in methods.METHODS.items() if s.listed] == keys
+
+
+def test_attacks_are_found_by_name_but_not_listed():
+    """fgsm and pgd (torchexplain.robust) answer to their names, stay out of
+    available() and "all", and the unknown-name error still lists them."""
+    for name in ("fgsm", "pgd"):
+        assert methods.resolve(name).name == name and not methods.resolve(name).listed
+        assert name not in methods.available()
+    with pytest.raises(ValueError, match="known methods: .*pgd"):
+        methods.resolve("nosuch")
 
 
 def test_resolve_ignores_case_dashes_and_spaces_and_names_unknown_methods():

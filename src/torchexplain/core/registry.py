@@ -34,7 +34,10 @@ class MethodSpec:
     """How :func:`explain` builds and calls one method: ``build(model)`` gives the
     attribution object, ``defaults(inputs)`` the ``attribute`` keyword arguments a
     one-call user gets, ``delta`` whether it returns a convergence delta. ``order``
-    places it in :func:`available` (the demo's column order)."""
+    places it in :func:`available` (the demo's column order); ``listed=False`` keeps
+    it out of :func:`available` (and so out of ``method="all"``, the demo and the
+    app) while :func:`resolve` still finds it by name: an adversarial attack is
+    input-shaped but not an attribution."""
 
     name: str
     build: Callable  # model -> attribution object
@@ -44,6 +47,7 @@ class MethodSpec:
     description: str = ""
     extra: dict = field(default_factory=dict)
     order: float = math.inf
+    listed: bool = True
 
 
 METHODS: dict[str, MethodSpec] = {}  # name or alias -> spec, in the order of available()
@@ -81,19 +85,20 @@ def add(spec: MethodSpec) -> MethodSpec:
 
 def register(name: str, *, aliases: tuple[str, ...] = (), delta: bool = False, description: str = "",
              defaults: Callable[[Tensor], dict] | dict | None = None, build: Callable | None = None,
-             order: float = math.inf, extra: dict | None = None):
+             order: float = math.inf, extra: dict | None = None, listed: bool = True):
     """Class decorator: register the decorated class under ``name`` (and ``aliases``).
     ``build(model)`` makes the object (the class itself by default: ``cls(model)``);
     ``defaults`` is a dict, or a function of the inputs giving one; ``order`` places
     the method in :func:`available` (unordered methods come last, as registered);
-    ``extra``: anything a front end wants to know about the method. Stack several
+    ``extra``: anything a front end wants to know about the method; ``listed``: see
+    :class:`MethodSpec`. Stack several
     decorators to register one class under several names."""
 
     def decorate(cls):
         add(MethodSpec(
             name, cls if build is None else build,
             _no_defaults if defaults is None else _constant(defaults) if isinstance(defaults, dict) else defaults,
-            tuple(aliases), bool(delta), description, dict(extra or {}), order,
+            tuple(aliases), bool(delta), description, dict(extra or {}), order, bool(listed),
         ))
         return cls
 
@@ -106,13 +111,14 @@ def resolve(name: str) -> MethodSpec:
         raise TypeError(f"method must be a name or a list of names; got {type(name).__name__}")
     key = _key(name)
     if key not in METHODS:
-        raise ValueError(f"unknown method {name!r}; known methods: {', '.join(available())}")
+        known = list(dict.fromkeys(spec.name for spec in METHODS.values()))
+        raise ValueError(f"unknown method {name!r}; known methods: {', '.join(known)}")
     return METHODS[key]
 
 
 def available() -> list[str]:
-    """Canonical method names, in registry order."""
-    return list(dict.fromkeys(spec.name for spec in METHODS.values()))
+    """Canonical names of the listed methods (the attributions), in registry order."""
+    return list(dict.fromkeys(spec.name for spec in METHODS.values() if spec.listed))
 
 
 # -- one-call defaults ------------------------------------------------------------------
