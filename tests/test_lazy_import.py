@@ -9,7 +9,7 @@ import pytest
 
 pytestmark = pytest.mark.slow  # a fresh interpreter
 
-LAZY = ("models", "shap", "nbdt", "viz", "masks", "inspect")
+LAZY = ("models", "shap", "nbdt", "viz", "masks", "inspect", "concept", "influence", "dataset")
 
 
 def test_subpackages_are_attributes_imported_on_first_use():

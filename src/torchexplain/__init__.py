@@ -18,7 +18,8 @@ from .metrics import evaluate
 __version__ = "0.1.0"
 
 #: subpackages imported on first attribute access (``torchexplain.models.load(...)``)
-SUBPACKAGES = ("attr", "cam", "core", "inspect", "masks", "metrics", "models", "nbdt", "report", "shap", "viz")
+SUBPACKAGES = ("attr", "cam", "concept", "core", "dataset", "influence", "inspect", "masks", "metrics", "models",
+               "nbdt", "report", "robust", "shap", "viz")
 
 __all__ = ["Explanation", "attr", "available_methods", "config", "evaluate", "explain", "__version__"]
 

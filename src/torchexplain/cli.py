@@ -1,5 +1,5 @@
-"""The ``torchexplain`` command: ``demo``, ``explain``, ``nbdt``, ``evaluate``, ``explain-dataset``
-and ``report``.
+"""The ``torchexplain`` command: ``demo``, ``explain``, ``nbdt``, ``evaluate``, ``explain-dataset``,
+``report``, ``serve``, ``tcav`` and ``influence``.
 
 Exit status: 0 on success, 2 on usage errors, 1 on runtime failures; errors are one
 line on stderr, never a traceback."""
@@ -11,6 +11,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 EXIT_RUNTIME, EXIT_USAGE = 1, 2
 
@@ -54,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default="torchexplain-eval", help="output directory (default: torchexplain-eval)")
     _common(ev)
     _dataset_parser(sub)
+    _family_parsers(sub)
     _report_parser(sub)
     _serve_parser(sub)
     return p
@@ -305,12 +307,22 @@ def _note(message: str) -> None:
     print(f"torchexplain: note: {message}", file=sys.stderr)
 
 
-def _model_and_images(args):
-    """The model, its class names, the normalised image batch and (mean, std), from
-    the options shared by ``explain`` and ``nbdt``."""
+class ModelInput(NamedTuple):
+    """What the model options give: the model, its class names, the transform from a
+    Pillow image to the model's input tensor, and the normalisation it applies."""
+
+    model: object
+    names: list
+    transform: object
+    mean: object
+    std: object
+
+
+def _model_input(args) -> ModelInput:
+    """The model and its preprocessing, from the options of ``_model_flags``."""
     import torch
 
-    from .loading import image_transform, load_image, load_model
+    from .loading import image_transform, load_model
 
     if (args.mean is None) != (args.std is None):
         raise UsageError("--mean and --std go together")
@@ -318,14 +330,28 @@ def _model_and_images(args):
         raise UsageError("--size must be a positive number of pixels")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda was asked for but CUDA is not available")
-    images = [load_image(p) for p in args.images]
     model, names, (size, mean, std, mode) = load_model(args.model, args.weights, args.device, notify=_note)
     if args.labels:
         names = _labels(args.labels)
     mean, std = (args.mean, args.std) if args.mean is not None else (mean, std)
-    transform = image_transform(args.size or size, mean, std, mode)
-    x = torch.stack([transform(im) for im in images]).to(args.device)
-    return model, names, x, (mean, std)
+    return ModelInput(model, names, image_transform(args.size or size, mean, std, mode), mean, std)
+
+
+def _batch(images, transform, device: str):
+    """Pillow images, transformed and stacked into one batch on ``device``."""
+    import torch
+
+    return torch.stack([transform(im) for im in images]).to(device)
+
+
+def _model_and_images(args):
+    """The model, its class names, the normalised image batch and (mean, std), from
+    the options shared by ``explain`` and ``nbdt``."""
+    from .loading import load_image
+
+    images = [load_image(p) for p in args.images]  # a missing image is reported before the model loads
+    m = _model_input(args)
+    return m.model, m.names, _batch(images, m.transform, args.device), (m.mean, m.std)
 
 
 def _explain(args) -> Path:
@@ -451,6 +477,26 @@ def _dataset_parser(sub) -> None:
     add_parser(sub, _model_flags, _common)
 
 
+def _family_parsers(sub) -> None:
+    from .concept.cli import add_parser as tcav_parser
+    from .influence.cli import add_parser as influence_parser
+
+    tcav_parser(sub, _model_flags, _common)
+    influence_parser(sub, _model_flags, _common)
+
+
+def _tcav(args):
+    from .concept.cli import run
+
+    return run(args, model_input=_model_input, out_dir=_out_dir, target=_target(args.target))
+
+
+def _influence(args):
+    from .influence.cli import run
+
+    return run(args, model_input=_model_input, out_dir=_out_dir)
+
+
 def _explain_dataset(args):
     from .dataset.cli import run
 
@@ -464,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         handlers = {"demo": _demo, "explain": _explain, "nbdt": _nbdt, "evaluate": _evaluate, "report": _report,
-                    "explain-dataset": _explain_dataset, "serve": _serve}
+                    "explain-dataset": _explain_dataset, "serve": _serve, "tcav": _tcav, "influence": _influence}
         handlers[args.command](args)
     except UsageError as err:
         print(f"torchexplain: error: {err}", file=sys.stderr)

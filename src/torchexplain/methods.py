@@ -30,6 +30,7 @@ from .core.registry import (
     resolve,
 )
 from .core.targets import class_targets
+from .robust import explain as _robust_explain  # noqa: F401  (registers "fgsm" and "pgd", unlisted)
 
 __all__ = [
     "METHODS", "Attributed", "MethodCall", "MethodRun", "MethodSpec", "accepted", "add", "available", "method_calls",
