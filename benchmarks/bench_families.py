@@ -12,8 +12,10 @@ captum.concept, .robust and .influence, side by side on the jobs of issue 16.
 Each job module gives ``jobs(quick)``: (name, ours, captum[, floor]) zero-argument
 callables that run the whole job once, set up beforehand. Every job runs once per side
 to warm up, then ``--repeats`` times interleaved, the order alternating each repeat;
-the table reports medians and ratios. TCAV's peak memory is each side's VmHWM in a
-fresh subprocess (``families_concept.measure_memory``).
+the table reports medians and ratios (the floor: the passes the job cannot avoid,
+written by hand). TCAV's peak memory is each side's VmHWM in a fresh subprocess
+(``families_concept.measure_memory``), in total and above a baseline process that
+only loads torch, the model and the data.
 
     python benchmarks/bench_families.py            # 3 repeats
     python benchmarks/bench_families.py --quick    # small inputs, 1 repeat
@@ -83,11 +85,12 @@ def main(argv=None) -> int:
             print(f"{name:<24} {med['ours']:9.3f} {med['captum']:9.3f} {fmt(floor, '9.3f')} {ratio:12.2f} "
                   f"{fmt(floor and med['ours'] / floor, '11.2f')}", flush=True)
         if family == "concept" and not args.no_memory and (not only or "tcav" in only):
-            peaks = [module.measure_memory(side, args.quick) for side in ("ours", "captum")]
+            peaks = [module.measure_memory(side, args.quick) for side in ("ours", "captum", "baseline")]
             memory.append(("tcav", *peaks))
-    for name, ours_mb, captum_mb in memory:
+    for name, ours_mb, captum_mb, base_mb in memory:
         print(f"{name} peak memory (VmHWM, fresh process): ours {ours_mb:.0f} MB, captum {captum_mb:.0f} MB, "
-              f"ours/captum {ours_mb / captum_mb:.2f}")
+              f"ours/captum {ours_mb / captum_mb:.2f}; above the {base_mb:.0f} MB of torch, the model and the "
+              f"data: ours/captum {(ours_mb - base_mb) / max(captum_mb - base_mb, 1.0):.2f}")
     print(f"worst ratio vs captum: {worst:.2f}")
     return 0
 

@@ -77,11 +77,11 @@ def _runner(lib: str, model, striped, noise, inputs) -> Callable[[], None]:
     return run
 
 
-def jobs(quick: bool) -> list[tuple[str, Callable[[], None], Callable[[], None]]]:
+def jobs(quick: bool) -> list[tuple[str, Callable[[], None], Callable[[], None], Callable[[], None]]]:
     model, striped, noise, inputs = _setup(quick)
     ours = _runner("ours", copy.deepcopy(model), striped, noise, inputs)
     captum = _runner("captum", copy.deepcopy(model), striped, noise, inputs)
-    return [("tcav", ours, captum)]
+    return [("tcav", ours, captum, floor_job(quick))]
 
 
 def floor_job(quick: bool) -> Callable[[], None]:
