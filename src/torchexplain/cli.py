@@ -309,13 +309,25 @@ def _note(message: str) -> None:
 
 class ModelInput(NamedTuple):
     """What the model options give: the model, its class names, the transform from a
-    Pillow image to the model's input tensor, and the normalisation it applies."""
+    Pillow image to the model's input tensor, the normalisation it applies, and the
+    device."""
 
     model: object
     names: list
     transform: object
     mean: object
     std: object
+    device: str
+
+    def batch(self, images):
+        """Pillow images (or paths of image files), transformed and stacked into one
+        batch on the model's device."""
+        import torch
+
+        from .loading import load_image
+
+        pictures = [load_image(im) if isinstance(im, (str, Path)) else im for im in images]
+        return torch.stack([self.transform(im) for im in pictures]).to(self.device)
 
 
 def _model_input(args) -> ModelInput:
@@ -334,14 +346,7 @@ def _model_input(args) -> ModelInput:
     if args.labels:
         names = _labels(args.labels)
     mean, std = (args.mean, args.std) if args.mean is not None else (mean, std)
-    return ModelInput(model, names, image_transform(args.size or size, mean, std, mode), mean, std)
-
-
-def _batch(images, transform, device: str):
-    """Pillow images, transformed and stacked into one batch on ``device``."""
-    import torch
-
-    return torch.stack([transform(im) for im in images]).to(device)
+    return ModelInput(model, names, image_transform(args.size or size, mean, std, mode), mean, std, args.device)
 
 
 def _model_and_images(args):
@@ -351,7 +356,7 @@ def _model_and_images(args):
 
     images = [load_image(p) for p in args.images]  # a missing image is reported before the model loads
     m = _model_input(args)
-    return m.model, m.names, _batch(images, m.transform, args.device), (m.mean, m.std)
+    return m.model, m.names, m.batch(images), (m.mean, m.std)
 
 
 def _explain(args) -> Path:

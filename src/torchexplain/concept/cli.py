@@ -38,10 +38,9 @@ def add_parser(sub, model_flags, common) -> argparse.ArgumentParser:
     return p
 
 
-def _folder_batches(folder: str, transform, batch_size: int, device: str):
+def _folder_batches(folder: str, model_input, batch_size: int):
     """A concept's images as batches of model input, read when iterated."""
     from ..dataset.sources import FolderSource
-    from ..loading import load_image
 
     path = Path(folder)
     if not path.is_dir():
@@ -50,20 +49,18 @@ def _folder_batches(folder: str, transform, batch_size: int, device: str):
 
     class Batches:
         def __iter__(self):
-            import torch
-
             for a in range(0, len(files), batch_size):
-                yield torch.stack([transform(load_image(f)) for f in files[a:a + batch_size]]).to(device)
+                yield model_input.batch(files[a:a + batch_size])
 
     return Batches(), len(files)
 
 
-def _concepts(folders: list[str], first_id: int, transform, batch_size: int, device: str, what: str):
+def _concepts(folders: list[str], first_id: int, model_input, batch_size: int, what: str):
     from . import Concept
 
     concepts, counts = [], []
     for offset, folder in enumerate(folders):
-        batches, count = _folder_batches(folder, transform, batch_size, device)
+        batches, count = _folder_batches(folder, model_input, batch_size)
         name = Path(folder).resolve().name
         concepts.append(Concept(first_id + offset, f"{what}:{name}" if what == "random" else name, batches))
         counts.append(count)
@@ -91,10 +88,9 @@ def run(args, *, model_input, out_dir, target) -> Path:
     out = out_dir(args.out, ["tcav.json", "report.html"], args.overwrite)
     images = [load_image(p) for p in args.images]
     m = model_input(args)
-    x = torch.stack([m.transform(im) for im in images]).to(args.device)
-    concepts, counts = _concepts(args.concept, 0, m.transform, args.batch_size, args.device, "concept")
-    randoms, random_counts = _concepts(args.random, len(concepts), m.transform, args.batch_size, args.device,
-                                       "random")
+    x = m.batch(images)
+    concepts, counts = _concepts(args.concept, 0, m, args.batch_size, "concept")
+    randoms, random_counts = _concepts(args.random, len(concepts), m, args.batch_size, "random")
     with torch.no_grad():
         predicted = m.model(x).argmax(1)
     goal = predicted.tolist() if target == "top1" else _class_index(target, m.names)

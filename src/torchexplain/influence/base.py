@@ -18,6 +18,7 @@ from torch import nn
 
 from . import _data
 from ._checkpoints import learning_rate, load_flexible_state_dict, resolve_checkpoints
+from ._grads import check_loss_fn
 
 
 class KMostInfluentialResults(NamedTuple):
@@ -100,6 +101,10 @@ class TracInCPBase(DataInfluence):
         self.checkpoints_load_func = checkpoints_load_func
         self.loss_fn = loss_fn
         self.test_loss_fn = loss_fn if test_loss_fn is None else test_loss_fn
+        self.reduction_type = check_loss_fn(loss_fn, "loss_fn")
+        self.test_reduction_type = (
+            self.reduction_type if test_loss_fn is None else check_loss_fn(test_loss_fn, "test_loss_fn")
+        )
         self.batch_size = batch_size
         self.train_dataloader = _data.train_loader(train_dataset, batch_size)
         self.train_dataloader_len = _data.loader_length(self.train_dataloader)

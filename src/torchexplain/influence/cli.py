@@ -42,23 +42,23 @@ def add_parser(sub, model_flags, common) -> argparse.ArgumentParser:
     return p
 
 
-def _training_set(folder: str, transform, names, device: str):
+def _training_set(folder: str, model_input):
     """(images tensor, labels tensor, relative paths) of a class-per-subfolder tree."""
     import torch
 
     from ..dataset.sources import FolderSource
-    from ..loading import load_image
 
     root = Path(folder)
     if not root.is_dir():
         raise FileNotFoundError(f"--train folder {folder} does not exist")
+    names = model_input.names
     items = list(FolderSource(root, class_names=names).items())
     unlabelled = [item.id for item in items if item.label is None]
     if unlabelled:
         raise ValueError(f"--train: {unlabelled[0]} is not in a subfolder named as one of the model's classes "
                          f"(e.g. {', '.join(map(str, list(names)[:3]))})")
-    x = torch.stack([transform(load_image(item.path)) for item in items]).to(device)
-    return x, torch.tensor([item.label for item in items], device=device), [item.id for item in items]
+    x = model_input.batch([item.path for item in items])
+    return x, torch.tensor([item.label for item in items], device=x.device), [item.id for item in items]
 
 
 def _last_linear(model) -> str:
@@ -109,8 +109,8 @@ def run(args, *, model_input, out_dir) -> Path:
     out = out_dir(args.out, ["influence.json", "report.html"], args.overwrite)
     images = [load_image(p) for p in args.images]
     m = model_input(args)
-    x = torch.stack([m.transform(im) for im in images]).to(args.device)
-    train_x, train_y, train_ids = _training_set(args.train, m.transform, m.names, args.device)
+    x = m.batch(images)
+    train_x, train_y, train_ids = _training_set(args.train, m)
     with torch.no_grad():
         predicted = m.model(x).argmax(1)
     with tempfile.TemporaryDirectory() as tmp:

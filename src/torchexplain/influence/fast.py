@@ -18,7 +18,6 @@ from torch.func import functional_call
 
 from . import _data
 from ._checkpoints import load_flexible_state_dict
-from ._grads import check_loss_fn
 from ._state import borrowed
 from .base import KMostInfluentialResults, TracInCPBase, check_k, top_k
 
@@ -112,10 +111,6 @@ class TracInCPFast(TracInCPBase):
         self.final_fc_layer = final_fc_layer
         if loss_fn is None:
             raise ValueError(f"loss_fn: {self.get_name()} needs a loss function (output, labels) -> loss; got None")
-        self.reduction_type = check_loss_fn(loss_fn, "loss_fn")
-        self.test_reduction_type = (
-            self.reduction_type if test_loss_fn is None else check_loss_fn(test_loss_fn, "test_loss_fn")
-        )
 
     @property
     def final_fc_layer(self) -> nn.Module:

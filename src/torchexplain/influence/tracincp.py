@@ -10,7 +10,7 @@ from torch import nn
 
 from . import _data
 from ._checkpoints import load_flexible_state_dict
-from ._grads import PerExampleGrads, check_loss_fn, default_parameter_names, layer_parameter_names
+from ._grads import PerExampleGrads, default_parameter_names, layer_parameter_names
 from ._state import borrowed
 from .base import KMostInfluentialResults, TracInCPBase, check_k, top_k
 
@@ -45,10 +45,6 @@ class TracInCP(TracInCPBase):
         super().__init__(model, train_dataset, checkpoints, checkpoints_load_func, loss_fn, batch_size,
                          test_loss_fn)
         self.sample_wise_grads_per_batch = bool(sample_wise_grads_per_batch)
-        self.reduction_type = check_loss_fn(loss_fn, "loss_fn")
-        self.test_reduction_type = (
-            self.reduction_type if test_loss_fn is None else check_loss_fn(test_loss_fn, "test_loss_fn")
-        )
         if layers is None:
             self.layer_modules = None
             names = default_parameter_names(model)
