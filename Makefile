@@ -7,7 +7,7 @@ PIP_FLAGS ?= --disable-pip-version-check -q
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install $(PIP_FLAGS) --upgrade pip
-	$(PY) -m pip install $(PIP_FLAGS) -e '.[dev,vision,ray,app]'
+	$(PY) -m pip install $(PIP_FLAGS) -e '.[dev,vision,ray,app,text]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -484,10 +484,12 @@ def _dataset_parser(sub) -> None:
 
 def _family_parsers(sub) -> None:
     from .concept.cli import add_parser as tcav_parser
+    from .explain_text import add_parser as text_parser
     from .influence.cli import add_parser as influence_parser
 
     tcav_parser(sub, _model_flags, _common)
     influence_parser(sub, _model_flags, _common)
+    text_parser(sub, _common)
 
 
 def _tcav(args):
@@ -500,6 +502,12 @@ def _influence(args):
     from .influence.cli import run
 
     return run(args, model_input=_model_input, out_dir=_out_dir)
+
+
+def _explain_text(args):
+    from .explain_text import run
+
+    return run(args, out_dir=_out_dir, usage_error=UsageError)
 
 
 def _explain_dataset(args):
@@ -515,7 +523,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         handlers = {"demo": _demo, "explain": _explain, "nbdt": _nbdt, "evaluate": _evaluate, "report": _report,
-                    "explain-dataset": _explain_dataset, "serve": _serve, "tcav": _tcav, "influence": _influence}
+                    "explain-dataset": _explain_dataset, "serve": _serve, "tcav": _tcav, "influence": _influence,
+                    "explain-text": _explain_text}
         handlers[args.command](args)
     except UsageError as err:
         print(f"torchexplain: error: {err}", file=sys.stderr)

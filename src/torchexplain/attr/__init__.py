@@ -34,6 +34,8 @@ from .layer_path import (
 from .layer_perturbation import LayerFeatureAblation, LayerFeaturePermutation
 from .lime import KernelShap, Lime, get_exp_kernel_similarity_function
 from .lime_base import LimeBase
+from .llm import LLMAttribution, LLMAttributionResult, LLMGradientAttribution
+from .llm_remote import RemoteLLMAttribution, RemoteLLMProvider, VLLMProvider
 from .lrp import LRP
 from .lrp_rules import *  # noqa: F403  (the LRP rules and composites, named once: lrp_rules.__all__)
 from .neuron import (
@@ -117,6 +119,12 @@ __all__ = [
     "get_exp_kernel_similarity_function",
     "LRP",
     "LayerLRP",
+    "LLMAttribution",
+    "LLMAttributionResult",
+    "LLMGradientAttribution",
+    "RemoteLLMAttribution",
+    "RemoteLLMProvider",
+    "VLLMProvider",
     "LayerDeepLiftShap",
     *_lrp_rules.__all__,
     "Attribution",

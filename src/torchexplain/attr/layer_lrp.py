@@ -58,7 +58,7 @@ class LayerLRP(LRP, LayerAttribution):
     ):
         """Relevance at the layer(s) for the target output; see the class docstring.
         ``forward_kwargs`` (beyond Captum): keyword arguments of the model."""
-        inputs, _, adapter = self._prepare(inputs, target, additional_forward_args, forward_kwargs)
+        inputs, _, adapter = self._prepare(inputs, target, additional_forward_args, forward_kwargs, floating=False)
         self._check_flags(return_convergence_delta=return_convergence_delta, verbose=verbose,
                           attribute_to_layer_input=attribute_to_layer_input)
         taps = [

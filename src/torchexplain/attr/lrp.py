@@ -24,8 +24,9 @@ from ..core.hooks.relevance import relevance_rules
 from ..core.inputs import as_tuple, format_output
 from ..core.registry import register
 from .base import GradientAttribution, row_sums, take
+from .lrp_base import Composite, Rule, check_rule, composite_named
 from .lrp_rules import *  # noqa: F403  (the rules' names, listed once: lrp_rules.__all__)
-from .lrp_rules import Composite, Epsilon, Rule, as_rule, check_rule, is_rule_object
+from .lrp_rules import Epsilon, as_rule, is_rule_object
 from .lrp_rules import __all__ as _rule_names
 
 __all__ = ["LRP", *_rule_names]
@@ -147,8 +148,14 @@ class LRP(GradientAttribution):
     2. the module's ``rule`` attribute, set by the user as in Captum
        (``model.conv1.rule = GammaRule()``; Captum's own rule objects are read too).
        It is only read: LRP never writes, replaces or removes it;
-    3. ``composite`` (e.g. :class:`EpsilonPlus`), by op kind or module type;
+    3. ``composite`` (e.g. :class:`EpsilonPlus`, or a name: "attnlrp", "cp-lrp",
+       "epsilon_plus", "epsilon_alpha2_beta1"), by op kind or module type;
     4. ``Epsilon()``, Captum's default.
+
+    Transformers (softmax, attention, layer and RMS norms, ``scaled_dot_product_attention``,
+    ``nn.MultiheadAttention``) get AttnLRP's rules by default; ``composite="cp-lrp"``
+    (:class:`CPLRP`) treats the attention probabilities as constants instead, which
+    conserves relevance (see :mod:`torchexplain.attr.lrp_rules`).
 
     So ``rules`` wins over an attribute on the same module, and a rule for an inner
     module wins over one for a module containing it. A rule applies to every op run
@@ -164,11 +171,17 @@ class LRP(GradientAttribution):
     never edited: every change is undone when ``attribute`` returns or raises.
     """
 
-    def __init__(self, model: nn.Module, rules=None, composite: Composite | None = None, fold_batchnorm: bool = False):
+    def __init__(self, model: nn.Module, rules=None, composite: Composite | str | None = None,
+                 fold_batchnorm: bool = False):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+        if isinstance(composite, str):
+            composite = composite_named(composite)
         if composite is not None and not isinstance(composite, Composite):
-            raise TypeError(f"composite must be a Composite (e.g. EpsilonPlus()); got {type(composite).__name__}")
+            raise TypeError(
+                f"composite must be a Composite (e.g. EpsilonPlus()) or a composite's name (e.g. 'attnlrp'); "
+                f"got {type(composite).__name__}"
+            )
         if not isinstance(fold_batchnorm, bool):
             raise TypeError(f"fold_batchnorm must be a bool; got {type(fold_batchnorm).__name__}")
         GradientAttribution.__init__(self, model)  # (LayerLRP's next base is LayerAttribution)

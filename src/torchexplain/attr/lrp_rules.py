@@ -8,7 +8,18 @@ chooses the terms. On ops without weights (pooling, sums, additions) every rule 
 as the epsilon rule with its ``eps``.
 
 A composite maps op kinds or module types to rules, with an optional rule for the
-first dense or convolutional layer of the forward pass.
+first dense or convolutional layer of the forward pass. Composites without arguments
+can be named: ``LRP(model, composite="attnlrp")`` (see
+:data:`~torchexplain.attr.lrp_base.COMPOSITES`).
+
+Transformers: without a composite, LRP on a transformer is AttnLRP (Achtibat et al.
+2024): the epsilon rule on dense layers, the softmax rule ``R_in = x * (R - s * sum R)``
+(kind "softmax"), the uniform rule on products of two input-dependent factors (kind
+"attention": each factor half), norms with their standard deviation a constant (kind
+"norm"), elementwise activations passing relevance unchanged. :class:`AttnLRP` is that
+with one epsilon everywhere; :class:`CPLRP` (Ali et al. 2022) makes the attention
+probabilities constants (:class:`Constant` on "softmax"), so relevance flows through the
+values only and is conserved.
 
 Captum's rule names (``captum.attr._utils.lrp_rules``) are here with Captum's
 constructor arguments: ``PropagationRule`` (the base; a subclass may define Captum's
@@ -21,64 +32,20 @@ and ``IdentityRule(epsilon=1e-9)``. :func:`as_rule` reads a rule set on a module
 from __future__ import annotations
 
 import numbers
-import types
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..core.hooks.relevance import KINDS, Term
+from .lrp_base import Composite, Rule, as_number, manipulated_term, register_composite
 
 #: the public rules and composites (Captum's names too); ``torchexplain.attr`` and
 #: ``torchexplain.attr.lrp`` export exactly these
 __all__ = [
-    "Rule", "Epsilon", "Gamma", "ZPlus", "AlphaBeta", "ZBox", "Identity", "Alpha1_Beta0_Rule",
+    "Rule", "Epsilon", "Gamma", "ZPlus", "AlphaBeta", "ZBox", "Identity", "Constant", "Alpha1_Beta0_Rule",
     "PropagationRule", "EpsilonRule", "GammaRule", "IdentityRule",
-    "Composite", "EpsilonPlus", "EpsilonGammaBox", "EpsilonAlpha2Beta1",
+    "Composite", "EpsilonPlus", "EpsilonGammaBox", "EpsilonAlpha2Beta1", "AttnLRP", "CPLRP",
 ]  # fmt: skip
-
-
-def _number(value, name: str, minimum: float = 0.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= minimum:
-        raise ValueError(f"{name} must be a number >= {minimum}; got {value!r}")
-    return float(value)
-
-
-class Rule:
-    """Base of every rule: the plain z-rule with stabiliser ``eps`` (Captum's
-    ``STABILITY_FACTOR``). A subclass that defines Captum's
-    ``_manipulate_weights(module, inputs, outputs)`` has its one term built from the
-    weights that method leaves on a stand-in for the module (``.weight``, ``.bias``:
-    copies, never the model's own), as Captum's custom rules do."""
-
-    eps = 1e-9
-    identity = False
-
-    @property
-    def STABILITY_FACTOR(self) -> float:  # noqa: N802 (Captum's name)
-        return self.eps
-
-    @STABILITY_FACTOR.setter
-    def STABILITY_FACTOR(self, value: float) -> None:  # noqa: N802
-        self.eps = _number(value, "STABILITY_FACTOR")
-
-    def groups(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> list:
-        manipulate = getattr(self, "_manipulate_weights", None)
-        if manipulate is None:
-            return [(1.0, [Term(x, weight, bias)])]
-        return [(1.0, [manipulated_term(manipulate, x, weight, bias)])]
-
-    @property
-    def plain(self) -> bool:
-        """True when ``groups`` is this one term, the layer itself: its ``z`` is then the
-        layer's output, and the engine reuses the forward pass instead of recomputing."""
-        return type(self).groups is Rule.groups and not hasattr(self, "_manipulate_weights")
-
-    def _params(self) -> dict:
-        return {"epsilon": self.eps}
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self._params().items())
-        return f"{type(self).__name__}({args})"
 
 
 class Epsilon(Rule):
@@ -86,7 +53,7 @@ class Epsilon(Rule):
     The default matches Captum's ``EpsilonRule`` (1e-9)."""
 
     def __init__(self, epsilon: float = 1e-9):
-        self.eps = _number(epsilon, "epsilon")
+        self.eps = as_number(epsilon, "epsilon")
 
 
 class Gamma(Rule):
@@ -94,9 +61,9 @@ class Gamma(Rule):
     ``GammaRule``, the bias is kept (or zeroed with ``set_bias_to_zero``)."""
 
     def __init__(self, gamma: float = 0.25, set_bias_to_zero: bool = False, epsilon: float = 1e-9):
-        self.gamma = _number(gamma, "gamma")
+        self.gamma = as_number(gamma, "gamma")
         self.set_bias_to_zero = bool(set_bias_to_zero)
-        self.eps = _number(epsilon, "epsilon")
+        self.eps = as_number(epsilon, "epsilon")
 
     def groups(self, x, weight, bias):
         w = weight + self.gamma * weight.clamp(min=0)
@@ -129,11 +96,11 @@ class AlphaBeta(Rule):
     times the negative-contribution share; ``alpha - beta`` must be 1. Bias ignored."""
 
     def __init__(self, alpha: float = 2.0, beta: float = 1.0, epsilon: float = 1e-9):
-        self.alpha = _number(alpha, "alpha")
-        self.beta = _number(beta, "beta")
+        self.alpha = as_number(alpha, "alpha")
+        self.beta = as_number(beta, "beta")
         if abs(self.alpha - self.beta - 1.0) > 1e-12:
             raise ValueError(f"alpha - beta must equal 1 to conserve relevance; got alpha={alpha!r}, beta={beta!r}")
-        self.eps = _number(epsilon, "epsilon")
+        self.eps = as_number(epsilon, "epsilon")
 
     def groups(self, x, weight, bias):
         return [(self.alpha, _positive_terms(x, weight)), (-self.beta, _negative_terms(x, weight))]
@@ -165,7 +132,7 @@ class ZBox(Rule):
             raise ValueError(f"low {tuple(self.low.shape)} and high {tuple(self.high.shape)} must broadcast") from None
         if not ordered:
             raise ValueError("low must be <= high everywhere")
-        self.eps = _number(epsilon, "epsilon")
+        self.eps = as_number(epsilon, "epsilon")
 
     def groups(self, x, weight, bias):
         low = self.low.to(device=x.device, dtype=x.dtype)
@@ -184,7 +151,23 @@ class Identity(Rule):
     identity = True
 
     def __init__(self, epsilon: float = 1e-9):
-        self.eps = _number(epsilon, "epsilon")
+        self.eps = as_number(epsilon, "epsilon")
+
+    def _params(self):
+        return {}
+
+
+class Constant(Rule):
+    """The op's output is a constant: it is detached in the forward pass, so no
+    relevance flows back through it and the ops using it treat it as a constant (for
+    softmax only). On the attention softmax this is CP-LRP (Ali et al. 2022): in
+    ``attn @ v`` the probabilities are fixed weights, all relevance goes to the values
+    and the attention conserves it; ``q`` and ``k`` get none. A softmax at the model's
+    output gets no relevance either: explain logits. (``log_softmax`` is no attention:
+    under this rule it gets the epsilon formula at ``eps`` 0.)"""
+
+    constant = True
+    eps = 0.0
 
     def _params(self):
         return {}
@@ -198,7 +181,7 @@ class Alpha1_Beta0_Rule(Rule):  # noqa: N801 (Captum's name)
 
     def __init__(self, set_bias_to_zero: bool = False, epsilon: float = 1e-9):
         self.set_bias_to_zero = bool(set_bias_to_zero)
-        self.eps = _number(epsilon, "epsilon")
+        self.eps = as_number(epsilon, "epsilon")
 
     def groups(self, x, weight, bias):
         return [(1.0, [Term(x, weight.clamp(min=0), None if self.set_bias_to_zero else bias)])]
@@ -211,17 +194,6 @@ class Alpha1_Beta0_Rule(Rule):  # noqa: N801 (Captum's name)
 PropagationRule, EpsilonRule, GammaRule, IdentityRule = Rule, Epsilon, Gamma, Identity
 
 
-def manipulated_term(manipulate, x: Tensor, weight: Tensor, bias: Tensor | None) -> Term:
-    """The term ``(x, W', b')`` where ``W'`` and ``b'`` are what Captum's
-    ``_manipulate_weights(module, inputs, outputs)`` leaves on a stand-in module holding
-    copies of the layer's weight and bias."""
-    module = types.SimpleNamespace(
-        weight=weight.detach().clone(), bias=None if bias is None else bias.detach().clone()
-    )
-    manipulate(module, (x,), None)
-    return Term(x, module.weight, module.bias)
-
-
 class _CaptumRule(Rule):
     """A rule object of Captum's own classes (read from a module's ``rule``), applied
     as Captum applies it: its ``_manipulate_weights`` on copies of the weights, its
@@ -229,7 +201,7 @@ class _CaptumRule(Rule):
 
     def __init__(self, rule):
         self.rule = rule
-        self.eps = _number(getattr(rule, "STABILITY_FACTOR", 1e-9), f"{type(rule).__name__}.STABILITY_FACTOR")
+        self.eps = as_number(getattr(rule, "STABILITY_FACTOR", 1e-9), f"{type(rule).__name__}.STABILITY_FACTOR")
 
     def groups(self, x, weight, bias):
         return [(1.0, [manipulated_term(self.rule._manipulate_weights, x, weight, bias)])]
@@ -258,7 +230,7 @@ def as_rule(value, where: str) -> Rule | None:
         if "IdentityRule" in names:
             return Identity()
         if type(value).__module__.startswith("captum.") and type(value).__name__ == "EpsilonRule":
-            return Epsilon(_number(value.STABILITY_FACTOR, f"{where}.STABILITY_FACTOR"))
+            return Epsilon(as_number(value.STABILITY_FACTOR, f"{where}.STABILITY_FACTOR"))
         if callable(getattr(value, "_manipulate_weights", None)):
             return _CaptumRule(value)
     raise TypeError(
@@ -267,53 +239,7 @@ def as_rule(value, where: str) -> Rule | None:
     )
 
 
-def _check_selector(selector, where: str):
-    items = selector if isinstance(selector, tuple) else (selector,)
-    for s in items:
-        if isinstance(s, str):
-            if s not in KINDS:
-                raise ValueError(f"{where}: unknown op kind {s!r}; expected one of {', '.join(KINDS)}")
-        elif not (isinstance(s, type) and issubclass(s, nn.Module)):
-            raise TypeError(f"{where}: a selector must be an op kind (str) or an nn.Module subclass; got {s!r}")
-    return items
-
-
-def _matches(selector, kind: str, module) -> bool:
-    return selector == kind if isinstance(selector, str) else isinstance(module, selector)
-
-
-def check_rule(rule, where: str) -> Rule:
-    if not isinstance(rule, Rule):
-        raise TypeError(f"{where} must be an LRP rule (e.g. Epsilon(), ZPlus()); got {type(rule).__name__}")
-    return rule
-
-
-class Composite:
-    """Which rule applies where. ``layer_rules`` is an ordered list of
-    ``(selector, rule)``; a selector is an op kind (one of ``KINDS``: "linear", "conv",
-    "norm", "pool", "sum", "add", "product", "matmul"), an ``nn.Module`` subclass (the
-    module running the op) or a tuple of those; the first match wins. ``first`` is the
-    rule of the first dense or convolutional layer the forward pass runs."""
-
-    def __init__(self, layer_rules=(), first: Rule | None = None):
-        self.layer_rules = [
-            (_check_selector(s, f"layer_rules[{i}]"), check_rule(r, f"layer_rules[{i}] rule"))
-            for i, (s, r) in enumerate(layer_rules)
-        ]
-        self.first = None if first is None else check_rule(first, "first")
-
-    def rule_for(self, kind: str, module: nn.Module | None, first: bool) -> Rule | None:
-        if first and self.first is not None:
-            return self.first
-        for selectors, rule in self.layer_rules:
-            if any(_matches(s, kind, module) for s in selectors):
-                return rule
-        return None
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(layer_rules={self.layer_rules!r}, first={self.first!r})"
-
-
+@register_composite("epsilon_plus")
 class EpsilonPlus(Composite):
     """z+ on convolutions, epsilon on dense layers and matrix products."""
 
@@ -321,6 +247,7 @@ class EpsilonPlus(Composite):
         super().__init__([("conv", ZPlus()), (("linear", "matmul"), Epsilon(epsilon))])
 
 
+@register_composite("epsilon_gamma_box")
 class EpsilonGammaBox(Composite):
     """z^B on the first layer (inputs within ``[low, high]``), gamma on the other
     convolutions, epsilon on dense layers and matrix products."""
@@ -329,8 +256,39 @@ class EpsilonGammaBox(Composite):
         super().__init__([("conv", Gamma(gamma)), (("linear", "matmul"), Epsilon(epsilon))], first=ZBox(low, high))
 
 
+@register_composite("epsilon_alpha2_beta1")
 class EpsilonAlpha2Beta1(Composite):
     """alpha=2, beta=1 on convolutions, epsilon on dense layers and matrix products."""
 
     def __init__(self, epsilon: float = 1e-6):
         super().__init__([("conv", AlphaBeta(2.0, 1.0)), (("linear", "matmul"), Epsilon(epsilon))])
+
+
+#: every kind but softmax: the kinds AttnLRP and CP-LRP give one epsilon rule
+_NOT_SOFTMAX = tuple(kind for kind in KINDS if kind != "softmax")
+
+
+@register_composite("attnlrp")
+class AttnLRP(Composite):
+    """AttnLRP (Achtibat et al. 2024), the default for transformers: ``Epsilon(epsilon)``
+    on every kind (dense layers, matrix products, norms with the standard deviation a
+    constant, additions, pooling), products of two input-dependent factors split evenly
+    (the uniform rule, kind "attention"), and the softmax rule
+    ``R_in = x * (R - s * sum_j R_j)`` at ``eps`` 0 (kind "softmax"). Conserved at
+    ``epsilon=0`` without biases: everything but the softmax, which absorbs
+    ``sum_i R_i * (1 - x_i + sum_j s_j x_j)`` (see :mod:`torchexplain.core.hooks.attention`)."""
+
+    def __init__(self, epsilon: float = 1e-6):
+        self.epsilon = as_number(epsilon, "epsilon")
+        super().__init__([("softmax", Epsilon(0.0)), (_NOT_SOFTMAX, Epsilon(self.epsilon))])
+
+
+@register_composite("cp-lrp")
+class CPLRP(Composite):
+    """CP-LRP (Ali et al. 2022): as :class:`AttnLRP`, but the attention probabilities
+    are constants (:class:`Constant` on "softmax"): relevance flows through the values
+    only, none through queries and keys. Conserved at ``epsilon=0`` without biases."""
+
+    def __init__(self, epsilon: float = 1e-6):
+        self.epsilon = as_number(epsilon, "epsilon")
+        super().__init__([("softmax", Constant()), (_NOT_SOFTMAX, Epsilon(self.epsilon))])

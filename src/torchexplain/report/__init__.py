@@ -4,7 +4,8 @@
 >>> page.write("report.html")
 
 A :class:`Page` holds sections (:class:`PredictionsSection`, :class:`AttributionGrid`,
-:class:`MethodsSection`, :class:`EvaluationSection`, :class:`TreeSection`, or any
+:class:`MethodsSection`, :class:`EvaluationSection`, :class:`TreeSection`,
+:class:`TextAttributionSection` (prompt attributions of a language model), or any
 :class:`Section`), each bringing its own HTML, CSS and script; the page inlines them
 all and loads nothing from the network. Sections read data objects only
 (:class:`~torchexplain.Explanation`, :class:`~torchexplain.metrics.EvaluationTable`,
@@ -17,6 +18,7 @@ from .evaluation import EvaluationSection, evaluation_html
 from .grid import AttributionGrid
 from .page import HTMLSection, Page, Section, SideBySide
 from .sections import CompletenessSection, MethodsSection, PredictionsSection
+from .text import TextAttributionSection, text_page
 from .tree import TreeSection
 
 __all__ = [
@@ -29,10 +31,12 @@ __all__ = [
     "PredictionsSection",
     "Section",
     "SideBySide",
+    "TextAttributionSection",
     "TreeSection",
     "evaluation_html",
     "evaluation_page",
     "explanation_page",
+    "text_page",
     "tree_page",
 ]
 

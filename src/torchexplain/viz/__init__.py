@@ -1,5 +1,6 @@
 """Pictures of explanations: image and time-series attributions, CAM overlays, word
-attributions, and matplotlib figures of an :class:`~torchexplain.Explanation`.
+attributions, LLM prompt attributions (HTML tables, heat maps, bar charts), and
+matplotlib figures of an :class:`~torchexplain.Explanation`.
 
 Importing this package imports nothing heavy: each name is loaded from its module on
 first use, so ``torchexplain.viz.arrays`` (NumPy forms, used by the HTML report)
@@ -10,21 +11,25 @@ with ``use_pyplot=True``.
 import importlib
 
 _WHERE = {
+    "TokenAttribution": "llm",
     "VisualizationDataRecord": "text",
     "explanation_figures": "explanation",
     "figure_png": "explanation",
     "normalize_attr": "image",
     "overlay_heatmap": "overlay",
     "plot_explanation": "explanation",
+    "plot_seq_attr": "llm",
+    "plot_token_attr": "llm",
     "save_figures": "explanation",
     "save_png": "overlay",
+    "token_attr_html": "llm",
     "visualize_image_attr": "image",
     "visualize_image_attr_multiple": "image",
     "visualize_text": "text",
     "visualize_timeseries_attr": "timeseries",
 }
 
-_SUBMODULES = ("arrays", "explanation", "image", "masks", "overlay", "text", "timeseries")
+_SUBMODULES = ("arrays", "explanation", "image", "llm", "masks", "overlay", "text", "timeseries")
 
 __all__ = sorted(_WHERE)
 

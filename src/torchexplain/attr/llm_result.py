@@ -1,0 +1,111 @@
+"""What an LLM attribution returns (Captum's ``LLMAttributionResult``).
+
+``seq_attr[i]``: how much prompt feature ``i`` contributes to the (log-)probability of
+the whole target; ``token_attr[t, i]``: to target token ``t`` alone (None for methods
+that only explain the sequence: Lime, KernelShap). Pictures come from
+:mod:`torchexplain.viz.llm`.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+import torch
+from torch import Tensor
+
+__all__ = ["LLMAttributionResult"]
+
+
+def _tensor(value, name: str, dims: int) -> Optional[Tensor]:
+    if value is None:
+        return None
+    t = value if isinstance(value, Tensor) else torch.as_tensor(value)
+    if t.dim() != dims:
+        raise ValueError(f"{name} must be a {dims}-D tensor; got shape {tuple(t.shape)}")
+    return t
+
+
+class LLMAttributionResult:
+    """Attributions of a target text to the features of a prompt.
+
+    Args (keyword only, as in Captum):
+        input_tokens: the prompt's feature names (``n_in``).
+        output_tokens: the target's tokens (``n_out``).
+        seq_attr: ``(n_in,)`` attributions to the whole target.
+        token_attr: ``(n_out, n_in)`` attributions per target token, or None.
+        output_probs: ``(n_out,)`` probabilities of the target tokens, or None.
+    """
+
+    def __init__(self, *, input_tokens: List[str], output_tokens: List[str], seq_attr, token_attr=None,
+                 output_probs=None) -> None:
+        self.input_tokens = list(input_tokens)
+        self.output_tokens = list(output_tokens)
+        self.seq_attr = seq_attr
+        self.token_attr = token_attr
+        self.output_probs = output_probs
+
+    @property
+    def seq_attr(self) -> Tensor:
+        return self._seq_attr
+
+    @seq_attr.setter
+    def seq_attr(self, value) -> None:
+        t = _tensor(value, "seq_attr", 1)
+        if t is None or t.shape[0] != len(self.input_tokens):
+            raise ValueError(f"seq_attr must have one value per input token ({len(self.input_tokens)}); got "
+                             f"{None if t is None else tuple(t.shape)}")
+        self._seq_attr = t
+
+    @property
+    def token_attr(self) -> Optional[Tensor]:
+        return self._token_attr
+
+    @token_attr.setter
+    def token_attr(self, value) -> None:
+        t = _tensor(value, "token_attr", 2)
+        expected = (len(self.output_tokens), len(self.input_tokens))
+        if t is not None and tuple(t.shape) != expected:
+            raise ValueError(f"token_attr must have shape (output tokens, input tokens) = {expected}; got "
+                             f"{tuple(t.shape)}")
+        self._token_attr = t
+
+    @property
+    def output_probs(self) -> Optional[Tensor]:
+        return self._output_probs
+
+    @output_probs.setter
+    def output_probs(self, value) -> None:
+        t = _tensor(value, "output_probs", 1)
+        if t is not None and t.shape[0] != len(self.output_tokens):
+            raise ValueError(f"output_probs must have one value per output token ({len(self.output_tokens)}); "
+                             f"got {tuple(t.shape)}")
+        self._output_probs = t
+
+    @property
+    def seq_attr_dict(self) -> Dict[str, float]:
+        """``{input token: seq_attr}`` (a repeated token keeps its last value, as in Captum)."""
+        return dict(zip(self.input_tokens, self.seq_attr.cpu().tolist()))
+
+    def plot_token_attr(self, show: bool = False):
+        """Heat map of ``token_attr`` (output tokens x input tokens): ``(fig, ax)``, or
+        None after showing it."""
+        from ..viz.llm import plot_token_attr
+
+        return plot_token_attr(self, show=show)
+
+    def plot_seq_attr(self, show: bool = False):
+        """Bar chart of ``seq_attr`` over the input tokens: ``(fig, ax)``, or None after
+        showing it."""
+        from ..viz.llm import plot_seq_attr
+
+        return plot_seq_attr(self, show=show)
+
+    def _repr_html_(self) -> str:
+        from ..viz.llm import token_attr_html
+
+        return token_attr_html(self)
+
+    def __repr__(self) -> str:
+        rows = "" if self.token_attr is None else f", token_attr {tuple(self.token_attr.shape)}"
+        return (f"LLMAttributionResult({len(self.input_tokens)} input tokens, {len(self.output_tokens)} output "
+                f"tokens{rows})")
