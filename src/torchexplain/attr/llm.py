@@ -121,7 +121,7 @@ class BaseLLMAttribution:
             raise ValueError("gen_args is only used to generate a target; give gen_args or target, not both")
         skip = self._skip_ids(skip_tokens)
         if isinstance(target, str):
-            ids = self.lm.encode(target, "target")[0]
+            ids = self.lm.encode(target, "target", special_tokens=False)[0]
         elif isinstance(target, Tensor):
             if target.is_floating_point() or target.dim() > 2 or (target.dim() == 2 and target.shape[0] != 1):
                 raise ValueError(f"target must be one sequence of integer token ids; got {target.dtype} "
@@ -226,6 +226,9 @@ class LLMAttribution(BaseLLMAttribution):
         """``(B, T)`` log-probabilities of the target after each model input; inputs of
         one length share forwards."""
         rows = [self._format_model_input(x) for x in inputs]
+        if any(r.shape[1] == 0 for r in rows):
+            raise ValueError("inp: a perturbed prompt has no tokens left, and a language model needs one to predict "
+                             "the target; use baselines that keep a token or a tokenizer that adds a start token")
         scores = torch.empty((len(rows), target.numel()), device=self.device)
         for length in sorted({r.shape[1] for r in rows}):
             index = [i for i, r in enumerate(rows) if r.shape[1] == length]
@@ -233,15 +236,19 @@ class LLMAttribution(BaseLLMAttribution):
             scores[index] = self.lm.target_log_probs(batch, target, causal, prefix)
         return scores
 
-    def attribute(self, inp, target: Union[str, Tensor, None] = None, skip_tokens=None, num_trials: int = 1,
+    def attribute(self, inp, target: Union[str, Tensor, None] = None, num_trials: int = 1,
                   gen_args: Optional[Dict[str, Any]] = None, use_cached_outputs: bool = True,
                   _inspect_forward: Optional[Callable[[str, str, List[float]], None]] = None,
-                  **kwargs) -> LLMAttributionResult:
-        """Attributions of ``target`` (generated with ``gen_args`` when None) to the
-        features of ``inp``, averaged over ``num_trials`` runs; ``skip_tokens`` are left
-        out of the target; ``use_cached_outputs`` shares the unperturbed prompt's
-        key-value cache (Hugging Face models); ``kwargs`` go to the method's
-        ``attribute`` (e.g. ``n_samples``)."""
+                  forward_in_tokens: bool = True, skip_tokens=None, **kwargs) -> LLMAttributionResult:
+        """Attributions of ``target`` (generated with ``gen_args`` when None; a text is
+        encoded without special tokens, as Captum 0.9 does) to the features of ``inp``,
+        averaged over ``num_trials`` runs; ``skip_tokens`` (ids or tokens) are left out
+        of the target; ``use_cached_outputs`` shares the unperturbed prompt's key-value
+        cache (Hugging Face models); ``kwargs`` go to the method's ``attribute`` (e.g.
+        ``n_samples``). ``forward_in_tokens`` (Captum 0.9's choice between token-by-token
+        and one-pass scoring) is accepted for compatibility: a causal model is scored in
+        one pass either way (its values are the token-by-token ones: that is what the
+        causality check verifies), any other model token by token."""
         if isinstance(num_trials, bool) or not isinstance(num_trials, numbers.Integral) or num_trials < 1:
             raise ValueError(f"num_trials must be a positive int; got {num_trials!r}")
         target_ids = self._get_target_tokens(inp, target, skip_tokens, gen_args)
@@ -260,7 +267,7 @@ class LLMAttribution(BaseLLMAttribution):
         attr = inp.format_attr(attr / num_trials)
         return LLMAttributionResult(
             seq_attr=attr[0], token_attr=attr[1:] if self.include_per_token_attr else None,
-            input_tokens=inp.values, output_tokens=pretty_tokens(self.tokenizer, target_ids),
+            input_tokens=inp.values, output_tokens=pretty_tokens(self.tokenizer, target_ids), inp=inp,
         )
 
 
@@ -311,8 +318,8 @@ class LLMGradientAttribution(BaseLLMAttribution):
         super().__init__(attr_method, tokenizer, causal)
         self.explains_logit = isinstance(attr_method, LayerLRP)
 
-    def attribute(self, inp, target: Union[str, Tensor, None] = None, skip_tokens=None,
-                  gen_args: Optional[Dict[str, Any]] = None, **kwargs) -> LLMAttributionResult:
+    def attribute(self, inp, target: Union[str, Tensor, None] = None, gen_args: Optional[Dict[str, Any]] = None,
+                  skip_tokens=None, **kwargs) -> LLMAttributionResult:
         """Attributions of every token of ``target`` (generated with ``gen_args`` when
         None) to the tokens of ``inp`` (a :class:`TextTokenInput`); ``kwargs`` go to the
         method's ``attribute`` (e.g. ``n_steps``, ``baselines``)."""
@@ -335,7 +342,7 @@ class LLMGradientAttribution(BaseLLMAttribution):
         if getattr(inp, "itp_mask", None) is not None:
             attr = attr[:, inp.itp_mask[0].to(attr.device)]
         return LLMAttributionResult(seq_attr=attr.sum(0), token_attr=attr, input_tokens=inp.values,
-                                    output_tokens=pretty_tokens(self.tokenizer, target_ids))
+                                    output_tokens=pretty_tokens(self.tokenizer, target_ids), inp=inp)
 
     def _call(self, forward, z: Tensor, kwargs) -> Tensor:
         method = copy(self.attr_method)

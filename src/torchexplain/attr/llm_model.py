@@ -87,12 +87,13 @@ class LanguageModel:
 
     # ------------------------------------------------------------------ text <-> ids
 
-    def encode(self, text: str, name: str) -> Tensor:
-        """``(1, L)`` ids of ``text`` (with the tokenizer's special tokens)."""
+    def encode(self, text: str, name: str, special_tokens: bool = True) -> Tensor:
+        """``(1, L)`` ids of ``text`` (with the tokenizer's special tokens, or without)."""
         if self.tokenizer is None:
             raise ValueError(f"{name} is text, but there is no tokenizer: pass a tokenizer, or give token ids "
                              "(a TextTokenInput / a tensor target)")
-        ids = self.tokenizer.encode(text, return_tensors="pt")
+        options = {} if special_tokens else {"add_special_tokens": False}
+        ids = self.tokenizer.encode(text, return_tensors="pt", **options)
         return torch.as_tensor(ids).reshape(1, -1).long().to(self.device)
 
     def as_ids(self, model_input, name: str = "inp") -> Tensor:

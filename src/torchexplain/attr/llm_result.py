@@ -34,15 +34,17 @@ class LLMAttributionResult:
         seq_attr: ``(n_in,)`` attributions to the whole target.
         token_attr: ``(n_out, n_in)`` attributions per target token, or None.
         output_probs: ``(n_out,)`` probabilities of the target tokens, or None.
+        inp: the interpretable input explained (Captum 0.9 keeps it too), or None.
     """
 
     def __init__(self, *, input_tokens: List[str], output_tokens: List[str], seq_attr, token_attr=None,
-                 output_probs=None) -> None:
+                 output_probs=None, inp=None) -> None:
         self.input_tokens = list(input_tokens)
         self.output_tokens = list(output_tokens)
         self.seq_attr = seq_attr
         self.token_attr = token_attr
         self.output_probs = output_probs
+        self.inp = inp
 
     @property
     def seq_attr(self) -> Tensor:
