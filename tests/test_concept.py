@@ -10,6 +10,7 @@ import warnings
 import captum.concept
 import pytest
 import scipy.stats
+import numpy as np
 import torch
 from captum.concept import TCAV as CaptumTCAV
 from sklearn.linear_model import SGDClassifier
@@ -106,6 +107,10 @@ def test_matches_captum_with_the_same_classifier(tmp_path, make_classifier):
 
 
 def test_default_classifiers_agree_with_captum_loosely(tmp_path):
+    # Captum's split (torch) and SGD (NumPy) draw from the global generators: pinned, so
+    # that the tests run before this one cannot decide its outcome
+    torch.manual_seed(0)
+    np.random.seed(0)
     inputs = torch.randn(20, 1, 10, 10, generator=torch.Generator().manual_seed(3))
     ours, theirs = both_scores(tmp_path, lambda: None, inputs)
     # (in "2-1-0" the middle concept is not linearly separable from the other two: no

@@ -148,8 +148,9 @@ for _name in ("CAM", "EigenCAM", "GradCAM", "GradCAMPlusPlus", "HiResCAM", "Laye
     CASES[_name] = (lambda m, n, cls=getattr(C, _name): cls(m, target_layer=n.conv),  # noqa: B008 (binds the class)
                     lambda a, fk: a.attribute(X, T, forward_kwargs=fk))
 
-#: classes that are only bases of the others (their ``attribute`` is the subclasses')
-BASES_ONLY = {"BaseCAM", "GradientCAM"}
+#: classes that are only bases of the others (their ``attribute`` is the subclasses'), and the LLM
+#: wrappers, which take an interpretable input and call the model with token ids themselves
+BASES_ONLY = {"BaseCAM", "GradientCAM", "LLMAttribution", "LLMGradientAttribution", "RemoteLLMAttribution"}
 
 
 def _classes() -> dict:
