@@ -8,9 +8,9 @@ import math
 import warnings
 
 import captum.concept
+import numpy as np
 import pytest
 import scipy.stats
-import numpy as np
 import torch
 from captum.concept import TCAV as CaptumTCAV
 from sklearn.linear_model import SGDClassifier
