@@ -211,28 +211,40 @@ def test_the_key_value_cache_path_gives_the_uncached_values(request, model_name)
 
 def test_the_cache_runs_only_the_changed_suffix(gpt2):
     """Counted on the model: with the cache, the perturbed prompts feed fewer tokens."""
-    fed = []
-    handle = gpt2.register_forward_pre_hook(lambda m, args, kwargs: fed.append(
-        (args[0] if args else kwargs["input_ids"]).numel()), with_kwargs=True)
-    counts = {}
-    try:
-        inp = TextTokenInput("abcdefghijklmnop", TOK)
-        for cached in (True, False):
-            fed.clear()
-            LLMAttribution(FeatureAblation(gpt2), TOK).attribute(inp, target="qrs", use_cached_outputs=cached)
-            counts[cached] = sum(fed)
-    finally:
-        handle.remove()
+    inp = TextTokenInput("abcdefghijklmnop", TOK)
+    counts = {cached: _fed_tokens(gpt2, lambda cached=cached: LLMAttribution(FeatureAblation(gpt2), TOK).attribute(
+        inp, target="qrs", use_cached_outputs=cached)) for cached in (True, False)}
     assert counts[True] < 0.8 * counts[False], counts
 
 
-def test_gradient_tokens_batched_equal_one_call_per_token(gpt2):
+def _fed_tokens(model, run) -> int:
+    fed = []
+    handle = model.register_forward_pre_hook(lambda m, args, kwargs: fed.append(
+        (args[0] if args else kwargs["input_ids"]).numel()), with_kwargs=True)
+    try:
+        run()
+    finally:
+        handle.remove()
+    return sum(fed)
+
+
+def test_gradient_tokens_from_one_forward_equal_one_call_per_token(gpt2):
+    """Three ways, one answer: one forward for every target token (the default on a
+    causal model), the method itself with a row per token (taken when an option the
+    shared forward does not cover is given), and Captum's one call per token."""
     inp = TextTokenInput("yes we", TOK)
     for method in (LayerIntegratedGradients(gpt2, gpt2.get_input_embeddings()),
                    LayerGradientXActivation(gpt2, gpt2.get_input_embeddings())):
-        batched = LLMGradientAttribution(method, TOK).attribute(inp, target=" can")
+        llm = LLMGradientAttribution(method, TOK)
+        shared = llm.attribute(inp, target=" can")
+        rows = llm.attribute(inp, target=" can", attribute_to_layer_input=False)
         one_by_one = LLMGradientAttribution(method, TOK, causal=False).attribute(inp, target=" can")
-        torch.testing.assert_close(batched.token_attr, one_by_one.token_attr, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(shared.token_attr, one_by_one.token_attr, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(rows.token_attr, one_by_one.token_attr, rtol=1e-5, atol=1e-6)
+    llm = LLMGradientAttribution(LayerIntegratedGradients(gpt2, gpt2.get_input_embeddings()), TOK, causal=True)
+    shared = _fed_tokens(gpt2, lambda: llm.attribute(inp, target=" can", n_steps=8))
+    rows = _fed_tokens(gpt2, lambda: llm.attribute(inp, target=" can", n_steps=8, attribute_to_layer_input=False))
+    assert shared * 3 < rows, (shared, rows)  # 4 target tokens share each forward
 
 
 # --------------------------------------------------------------------------- models, targets, tokenizers

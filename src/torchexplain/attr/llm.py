@@ -40,6 +40,7 @@ from .layer import LayerGradientXActivation
 from .layer_lrp import LayerLRP
 from .layer_path import LayerGradientShap, LayerIntegratedGradients
 from .lime import Lime
+from .llm_gradient import shared_forward_attribution
 from .llm_model import LanguageModel, PrefixCache, model_logits
 from .llm_result import LLMAttributionResult
 from .shapley import ShapleyValues, ShapleyValueSampling
@@ -307,9 +308,10 @@ class LLMGradientAttribution(BaseLLMAttribution):
             LayerGradientShap or LayerLRP on the language model and its embedding layer
             (LayerLRP explains the target token's logit, as AttnLRP does).
         tokenizer: the model's tokenizer; may be None when the target is token ids.
-        causal: as for :class:`LLMAttribution`. On a causal model all target tokens are
-            explained in one call of the method (one row per token); otherwise one call
-            per token, as in Captum.
+        causal: as for :class:`LLMAttribution`. On a causal model LayerIntegratedGradients
+            and LayerGradientXActivation take one forward pass for all target tokens and a
+            backward pass per token (:mod:`.llm_gradient`), the other methods one call with
+            a row per token; other models one call per token, as in Captum.
     """
 
     SUPPORTED_METHODS = (LayerIntegratedGradients, LayerGradientXActivation, LayerGradientShap, LayerLRP)
@@ -331,9 +333,11 @@ class LLMGradientAttribution(BaseLLMAttribution):
         z = inp.to_tensor().to(self.device).float()  # paths between presence vectors (GradientShap)
         t_len = target_ids.numel()
         if self._is_causal(prompt, target_ids) and t_len > 1:
-            rows = torch.arange(t_len, device=self.device)  # travels with its row through the method's batching
-            kwargs = {**kwargs, "additional_forward_args": (rows,)}
-            attr = self._call(_TokenLogProb(self, inp, target_ids, None), z.expand(t_len, -1), kwargs)
+            attr = shared_forward_attribution(self, self.attr_method, inp, target_ids, kwargs)
+            if attr is None:  # the method itself, one row per target token
+                rows = torch.arange(t_len, device=self.device)  # travels with its row through the batching
+                kwargs = {**kwargs, "additional_forward_args": (rows,)}
+                attr = self._call(_TokenLogProb(self, inp, target_ids, None), z.expand(t_len, -1), kwargs)
             attr = attr[:, : prompt.shape[1]]
         else:
             attr = torch.cat([self._call(_TokenLogProb(self, inp, target_ids, t), z, kwargs)[:, : prompt.shape[1]]
