@@ -33,6 +33,9 @@ __all__ = ["LanguageModel", "PrefixCache", "model_logits"]
 #: prompts sharing a forward are grouped by the length of their unperturbed prefix
 #: into at most this many groups (more groups: less recomputation, more calls)
 PREFIX_GROUPS = 8
+#: token positions per forward on CPU: larger blocks run slower per row (measured on a
+#: 4-layer GPT-2: 3.1 ms a row in blocks of 16-32 rows of 49 tokens, 5.9 ms in one of 772)
+CPU_BLOCK_TOKENS = 1024
 
 
 def model_logits(output) -> Tensor:
@@ -161,7 +164,8 @@ class LanguageModel:
         return out
 
     def _chunked(self, seq: Tensor, logits_of) -> Tensor:
-        """Log-softmax of ``logits_of(rows)`` over chunks of rows sized by the memory budget."""
+        """Log-softmax of ``logits_of(rows)`` over blocks of rows: on CPU of about
+        :data:`CPU_BLOCK_TOKENS` positions, elsewhere sized by the memory budget."""
         parts: list[Tensor] = []
         stats: dict = {"device": seq.device}
 
@@ -170,7 +174,8 @@ class LanguageModel:
             stats["row_bytes"] = 2 * logits[:1].numel() * logits.element_size()
             parts.append(F.log_softmax(logits, -1))
 
-        evaluate_rows(seq.shape[0], run, stats=stats, forward_only=True)
+        chunk = max(1, CPU_BLOCK_TOKENS // seq.shape[1]) if seq.device.type == "cpu" else "auto"
+        evaluate_rows(seq.shape[0], run, chunk, stats=stats, forward_only=True)
         return torch.cat(parts)
 
 
