@@ -331,6 +331,9 @@ def test_a_target_beyond_the_context_is_refused():
 def test_skip_tokens_outside_the_vocabulary_are_refused(gpt2):
     with pytest.raises(ValueError, match=r"skip_tokens: id 999 is not in the vocabulary \(0 .. 257\)"):
         LLMAttribution(FeatureAblation(gpt2), TOK).attribute(TextTokenInput("hi", TOK), target="!", skip_tokens=[999])
+    with pytest.raises(ValueError, match=r"skip_tokens: id 300 is not in the vocabulary \(0 .. 257\)"):
+        LLMAttribution(FeatureAblation(Bidirectional()), TOK).attribute(  # no config: the tokenizer's size
+            TextTokenInput("hi", TOK), target="!", skip_tokens=[300])
     with pytest.raises(ValueError, match="skip_tokens: 'xy' is not a token"):
         LLMAttribution(FeatureAblation(gpt2), TOK).attribute(TextTokenInput("hi", TOK), target="!", skip_tokens=["xy"])
 

@@ -83,7 +83,8 @@ class LanguageModel:
 
     @property
     def vocab_size(self) -> Optional[int]:
-        return _config_value(self.model, "vocab_size") or _config_value(self, "vocab_size")
+        size = getattr(self.tokenizer, "vocab_size", None)  # a plain model's fallback
+        return _config_value(self.model, "vocab_size") or (size if isinstance(size, int) and size > 0 else None)
 
     def logits(self, ids: Tensor, **kwargs) -> Tensor:
         return model_logits(self.model(ids, **kwargs))
