@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -210,89 +209,9 @@ def _table(explanation, labels: list[str]) -> str:
 
 
 def _demo(args) -> Path:
-    import torch
+    from .demo import run
 
-    from . import models
-    from .api import explain
-
-    methods = _methods(args.method)
-    out = _prepare_out(args.out, methods, args.overwrite, ("nbdt.html", "nbdt.json", "evaluation.json"))
-    model, preprocess, names = models.load("digits")
-    paths = models.sample_images()
-    captions = [p.stem for p in paths]
-    x = torch.stack([preprocess(p) for p in paths])
-    start = time.perf_counter()
-    result = explain(
-        model, x, method=methods, class_names=names, mean=models.MEAN, std=models.STD, show_progress=_progress(args)
-    )
-    tree, lines = _demo_tree(model, x, names, captions, out)
-    table = _demo_evaluation(model, x, result)
-    if table is not None:
-        (out / "evaluation.json").write_text(json.dumps(table.to_dict(), indent=1))
-    report = _write(
-        result,
-        out,
-        "torchexplain demo: digits",
-        captions,
-        evaluation=table,
-        tree=tree,
-        tree_link="nbdt.html",
-        subtitle=f"{len(paths)} shipped digits, each explained for its predicted class by {len(methods)} methods; "
-        "the bundled CNN (99% on held-out digits).",
-        evaluation_lead="Faithfulness of some of the methods on these digits (as <code>torchexplain evaluate</code> "
-        "measures it).",
-        tree_lead="The tree is induced from the final layer's class weights; soft inference.",
-    )
-    if not args.quiet:
-        print(_table(result, captions))
-        if table is not None:
-            print("\nfaithfulness (mean ± standard error over the digits; #rank, 1 = best):")
-            print(table.to_markdown())
-        print("\nneural-backed decision tree (soft inference, hierarchy induced from the final layer):")
-        print("\n".join(f"{c}: {line}" for c, line in zip(captions, lines)))
-        print(f"explained {len(paths)} digits with {len(methods)} methods in {time.perf_counter() - start:.1f} s")
-        print(f"report: {report}")
-    return report
-
-
-def _demo_tree(model, x, names, captions, out: Path):
-    """The digits' decisions, written as ``nbdt.json`` and ``nbdt.html``; returns
-    (TreeDecisions, one seed-format line per digit)."""
-    from .nbdt import TreeDecisions
-    from .report import tree_page
-
-    hierarchy, lines, decisions = _tree_decisions(model, x, names)
-    tree = TreeDecisions(hierarchy, list(zip(captions, decisions)))
-    tree.to_json(out / "nbdt.json")
-    tree_page(
-        tree,
-        "torchexplain demo: neural-backed decision tree",
-        lead="Induced from the final layer's class weights; soft inference.",
-    ).write(out / "nbdt.html")
-    return tree, lines
-
-
-#: the demo's short evaluation: these methods (when chosen) and metrics
-DEMO_EVAL_METHODS = (
-    "saliency",
-    "input_x_gradient",
-    "integrated_gradients",
-    "guided_backprop",
-    "deeplift",
-    "occlusion",
-    "grad_cam",
-)
-DEMO_EVAL_METRICS = ("deletion", "insertion", "sparseness")
-
-
-def _demo_evaluation(model, x, explanation):
-    """Score the demo's own attributions (no method runs twice)."""
-    from .metrics import evaluate
-
-    chosen = [m for m in DEMO_EVAL_METHODS if m in explanation.methods]
-    if not chosen:
-        return None
-    return evaluate(model, x, methods=chosen, metrics=DEMO_EVAL_METRICS, steps=32, explanation=explanation)
+    return run(args)
 
 
 def _labels(path: str) -> list[str]:
