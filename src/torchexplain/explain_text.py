@@ -119,21 +119,10 @@ def prompt_input(prompt: str, tokenizer):
 
 def generate(model, tokenizer, prompt_ids, max_new_tokens: int):
     """Greedy continuation of ``prompt_ids`` ``(1, L)``: the new token ids ``(T,)``."""
-    import torch
+    from .attr.llm import DEFAULT_GEN_ARGS
+    from .attr.llm_model import LanguageModel
 
-    with torch.no_grad():
-        if callable(getattr(model, "generate", None)):
-            pad = getattr(tokenizer, "pad_token_id", None)
-            pad = pad if pad is not None else getattr(tokenizer, "eos_token_id", None)
-            out = model.generate(prompt_ids, attention_mask=torch.ones_like(prompt_ids), max_new_tokens=max_new_tokens,
-                                 do_sample=False, temperature=None, top_p=None, top_k=None, pad_token_id=pad)
-            return out[0, prompt_ids.shape[1]:]
-        from .attr.llm_model import model_logits
-
-        ids = prompt_ids
-        for _ in range(max_new_tokens):
-            ids = torch.cat([ids, model_logits(model(ids))[:, -1].argmax(-1, keepdim=True)], 1)
-        return ids[0, prompt_ids.shape[1]:]
+    return LanguageModel(model, tokenizer).generate(prompt_ids, {**DEFAULT_GEN_ARGS, "max_new_tokens": max_new_tokens})
 
 
 def _check(args) -> None:

@@ -211,11 +211,20 @@ def token_names(tokenizer, ids: List[int]) -> List[str]:
 
 
 def token_id(tokenizer, token: str, name: str) -> int:
-    """The id of one token string: ``convert_tokens_to_ids``, else its encoding."""
+    """The id of one token string: ``convert_tokens_to_ids`` (a token it does not know,
+    or maps to the unknown token, is a ValueError naming ``name``), else its encoding."""
     convert = getattr(tokenizer, "convert_tokens_to_ids", None)
     if callable(convert):
-        found = convert([token])
-        return int(found[0])
+        unknown = f"{name}: {token!r} is not a token of the tokenizer's vocabulary"
+        try:
+            found = convert([token])
+        except (KeyError, ValueError) as err:
+            raise ValueError(unknown) from err
+        found = found[0] if isinstance(found, (list, tuple)) else found
+        unk = getattr(tokenizer, "unk_token_id", None)
+        if found is None or (unk is not None and found == unk and token != getattr(tokenizer, "unk_token", None)):
+            raise ValueError(unknown)
+        return int(found)
     encode = getattr(tokenizer, "encode", None) if callable(getattr(tokenizer, "encode", None)) else tokenizer
     ids = encode(token, add_special_tokens=False) if _accepts(encode, "add_special_tokens") else encode(token)
     ids = _ids_tensor(ids, name).reshape(-1)

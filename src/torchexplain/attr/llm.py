@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from .ablation import FeatureAblation
+from .interpretable_input import token_id
 from .kernel_shap import KernelShap
 from .layer import LayerGradientXActivation
 from .layer_lrp import LayerLRP
@@ -91,7 +92,9 @@ class BaseLLMAttribution:
         ids = []
         for token in skip_tokens:
             if isinstance(token, str):
-                ids.append(self._token_id(token))
+                if self.tokenizer is None:
+                    raise ValueError(f"skip_tokens: {token!r} is a token string, but there is no tokenizer")
+                ids.append(token_id(self.tokenizer, token, "skip_tokens"))
             elif isinstance(token, numbers.Integral) and not isinstance(token, bool):
                 if token < 0 or (vocab is not None and token >= vocab):
                     raise ValueError(f"skip_tokens: id {token} is not in the vocabulary (0 .. {vocab})")
@@ -99,20 +102,6 @@ class BaseLLMAttribution:
             else:
                 raise TypeError(f"skip_tokens must hold token ids (int) or tokens (str); got {token!r}")
         return ids
-
-    def _token_id(self, token: str) -> int:
-        convert = getattr(self.tokenizer, "convert_tokens_to_ids", None)
-        if not callable(convert):
-            raise ValueError(f"skip_tokens: {token!r} is a string, but the tokenizer cannot convert tokens to ids")
-        try:
-            found = convert([token])
-        except (KeyError, ValueError) as err:
-            raise ValueError(f"skip_tokens: {token!r} is not a token of the tokenizer's vocabulary") from err
-        found = found[0] if isinstance(found, (list, tuple)) else found
-        unk = getattr(self.tokenizer, "unk_token_id", None)
-        if found is None or (unk is not None and found == unk and token != getattr(self.tokenizer, "unk_token", None)):
-            raise ValueError(f"skip_tokens: {token!r} is not a token of the tokenizer's vocabulary")
-        return int(found)
 
     def _get_target_tokens(self, inp, target=None, skip_tokens=None, gen_args=None) -> Tensor:
         """The target's token ids ``(T,)``: generated when ``target`` is None."""
@@ -138,23 +127,7 @@ class BaseLLMAttribution:
 
     def _generate(self, inp, gen_args) -> Tensor:
         prompt = self._format_model_input(inp.to_model_input())
-        args = dict(DEFAULT_GEN_ARGS if not gen_args else gen_args)
-        generate = getattr(self.model, "generate", None)
-        with torch.no_grad():
-            if callable(generate):
-                return generate(prompt, **args)[0, prompt.shape[1]:].to(self.device)
-            return self._greedy(prompt, int(args.get("max_new_tokens", 25)))
-
-    def _greedy(self, prompt: Tensor, n: int) -> Tensor:
-        """Greedy decoding for a model without ``generate``; stops at the tokenizer's end token."""
-        eos = getattr(self.tokenizer, "eos_token_id", None)
-        ids = prompt
-        for _ in range(n):
-            nxt = model_logits(self.model(ids))[:, -1].argmax(-1, keepdim=True)
-            ids = torch.cat([ids, nxt], 1)
-            if eos is not None and int(nxt) == eos:
-                break
-        return ids[0, prompt.shape[1]:]
+        return self.lm.generate(prompt, dict(DEFAULT_GEN_ARGS if not gen_args else gen_args))
 
     def _checked_prompt(self, inp, target: Tensor) -> Tensor:
         prompt = self._format_model_input(inp.to_model_input())

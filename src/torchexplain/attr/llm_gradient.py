@@ -33,17 +33,12 @@ _OPTIONS = {LayerIntegratedGradients: {"baselines", "n_steps", "method", "intern
             LayerGradientXActivation: set()}
 
 
-def _layer_values(model, layer, seq: Tensor) -> Tensor:
-    found = []
-    handle = layer.register_forward_hook(lambda m, args, out: found.append(out))
-    try:
-        with torch.no_grad():
-            model(seq)
-    finally:
-        handle.remove()
-    if len(found) != 1 or not isinstance(found[0], Tensor) or not found[0].is_floating_point():
-        raise LookupError("the layer must run once per forward and return one floating-point tensor")
-    return found[0]
+def _layer_values(model, tap, seq: Tensor) -> Tensor:
+    with torch.no_grad(), tap.recording() as record:
+        model(seq)
+    if len(record.values) != 1 or not record.values[0].is_floating_point():
+        raise TypeError("the layer's output must be one floating-point tensor")
+    return record.values[0]
 
 
 def _token_grads(out: Tensor, points: Tensor) -> Tensor:
@@ -59,24 +54,23 @@ def shared_forward_attribution(llm, method, inp, target: Tensor, kwargs: dict) -
     """``(T, S, D)`` attributions at ``method.layer`` for every target token over
     ``prompt + target[:-1]`` (``S`` positions), or None when not covered."""
     options = _OPTIONS.get(type(method))
-    layer = getattr(method, "layer", None)
-    if options is None or not isinstance(layer, torch.nn.Module) or set(kwargs) - options or target.numel() < 2:
+    if options is None or len(method._layers) != 1 or set(kwargs) - options or target.numel() < 2:
         return None
-    model, device = llm.model, llm.device
+    model, device, tap = llm.model, llm.device, method._tap()
     z = inp.to_tensor().to(device).float()
     prompt = llm._format_model_input(inp.to_model_input(z))
     seq = torch.cat([prompt, target[:-1].reshape(1, -1).to(prompt)], 1)
     try:
-        end = _layer_values(model, layer, seq)
+        end = _layer_values(model, tap, seq)
         if type(method) is LayerIntegratedGradients:
             base = kwargs.get("baselines")
             base = torch.zeros_like(z) if base is None else torch.as_tensor(base, device=device).float().expand_as(z)
-            start = _layer_values(model, layer, torch.cat([llm._format_model_input(inp.to_model_input(base)),
+            start = _layer_values(model, tap, torch.cat([llm._format_model_input(inp.to_model_input(base)),
                                                            seq[:, prompt.shape[1]:]], 1))
             sizes, alphas = path_tables(kwargs.get("method", "gausslegendre"), kwargs.get("n_steps", 50))
         else:
             start, sizes, alphas = None, torch.ones(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64)
-    except LookupError:
+    except (TypeError, ValueError):  # (the method itself then says what is wrong)
         return None
     if start is not None and start.shape != end.shape:
         return None
@@ -88,14 +82,10 @@ def shared_forward_attribution(llm, method, inp, target: Tensor, kwargs: dict) -
         a_ = alphas[a:b].to(device, end.dtype).reshape(-1, *([1] * (end.dim() - 1)))
         points = (end if start is None else start + a_ * (end - start)).expand(b - a, *end.shape[1:]).clone()
         points.requires_grad_(True)
-        handle = layer.register_forward_hook(lambda m, args, out: points)
-        try:
-            with torch.enable_grad():
-                logits = model_logits(model(seq.expand(b - a, -1)))[:, positions]
-                out = torch.log_softmax(logits.float(), -1).gather(-1, target.to(device).expand(b - a, -1)[..., None])
-                grads = _token_grads(out.squeeze(-1), points)
-        finally:
-            handle.remove()
+        with torch.enable_grad(), tap.recording(replace=lambda values: (points,)):
+            logits = model_logits(model(seq.expand(b - a, -1)))[:, positions]
+            out = torch.log_softmax(logits.float(), -1).gather(-1, target.to(device).expand(b - a, -1)[..., None])
+        grads = _token_grads(out.squeeze(-1), points)
         w = sizes[a:b].to(device, grads.dtype).reshape(1, -1, *([1] * (end.dim() - 1)))
         total.add_((grads * w).sum(1))
 

@@ -107,6 +107,30 @@ class LanguageModel:
             return model_input.reshape(-1, model_input.shape[-1]).long().to(self.device)
         raise TypeError(f"{name}.to_model_input() must give text or token ids; got {type(model_input).__name__}")
 
+    @torch.no_grad()
+    def generate(self, prompt: Tensor, gen_args: dict) -> Tensor:
+        """The ids ``(T,)`` the model generates after ``prompt`` ``(1, L)``: its
+        ``generate(prompt, **gen_args)`` (a Hugging Face model also gets an attention mask
+        and a padding id, so it need not guess them), else greedy decoding of
+        ``max_new_tokens`` (25) tokens, stopping at the tokenizer's end token."""
+        generate = getattr(self.model, "generate", None)
+        if callable(generate):
+            args = dict(gen_args)
+            if hasattr(self.model, "config"):
+                pad = getattr(self.tokenizer, "pad_token_id", None)
+                pad = getattr(self.tokenizer, "eos_token_id", None) if pad is None else pad
+                args.setdefault("attention_mask", torch.ones_like(prompt))
+                args.setdefault("pad_token_id", pad)
+            return generate(prompt, **args)[0, prompt.shape[1]:].to(self.device)
+        eos = getattr(self.tokenizer, "eos_token_id", None)
+        ids = prompt
+        for _ in range(int(gen_args.get("max_new_tokens", 25))):
+            nxt = self.logits(ids)[:, -1].argmax(-1, keepdim=True)
+            ids = torch.cat([ids, nxt], 1)
+            if eos is not None and int(nxt) == eos:
+                break
+        return ids[0, prompt.shape[1]:]
+
     # ------------------------------------------------------------------ checks
 
     @torch.no_grad()

@@ -16,12 +16,13 @@ from torch import Tensor
 __all__ = ["LLMAttributionResult"]
 
 
-def _tensor(value, name: str, dims: int) -> Optional[Tensor]:
+def _tensor(value, name: str, shape: tuple, meaning: str) -> Optional[Tensor]:
+    """``value`` as a tensor of ``shape`` (None stays None), else a ValueError naming it."""
     if value is None:
         return None
     t = value if isinstance(value, Tensor) else torch.as_tensor(value)
-    if t.dim() != dims:
-        raise ValueError(f"{name} must be a {dims}-D tensor; got shape {tuple(t.shape)}")
+    if tuple(t.shape) != shape:
+        raise ValueError(f"{name} must have shape ({meaning}) = {shape}; got {tuple(t.shape)}")
     return t
 
 
@@ -52,11 +53,9 @@ class LLMAttributionResult:
 
     @seq_attr.setter
     def seq_attr(self, value) -> None:
-        t = _tensor(value, "seq_attr", 1)
-        if t is None or t.shape[0] != len(self.input_tokens):
-            raise ValueError(f"seq_attr must have one value per input token ({len(self.input_tokens)}); got "
-                             f"{None if t is None else tuple(t.shape)}")
-        self._seq_attr = t
+        if value is None:
+            raise ValueError("seq_attr must be given: one value per input token")
+        self._seq_attr = _tensor(value, "seq_attr", (len(self.input_tokens),), "input tokens,")
 
     @property
     def token_attr(self) -> Optional[Tensor]:
@@ -64,12 +63,8 @@ class LLMAttributionResult:
 
     @token_attr.setter
     def token_attr(self, value) -> None:
-        t = _tensor(value, "token_attr", 2)
-        expected = (len(self.output_tokens), len(self.input_tokens))
-        if t is not None and tuple(t.shape) != expected:
-            raise ValueError(f"token_attr must have shape (output tokens, input tokens) = {expected}; got "
-                             f"{tuple(t.shape)}")
-        self._token_attr = t
+        shape = (len(self.output_tokens), len(self.input_tokens))
+        self._token_attr = _tensor(value, "token_attr", shape, "output tokens, input tokens")
 
     @property
     def output_probs(self) -> Optional[Tensor]:
@@ -77,11 +72,7 @@ class LLMAttributionResult:
 
     @output_probs.setter
     def output_probs(self, value) -> None:
-        t = _tensor(value, "output_probs", 1)
-        if t is not None and t.shape[0] != len(self.output_tokens):
-            raise ValueError(f"output_probs must have one value per output token ({len(self.output_tokens)}); "
-                             f"got {tuple(t.shape)}")
-        self._output_probs = t
+        self._output_probs = _tensor(value, "output_probs", (len(self.output_tokens),), "output tokens,")
 
     @property
     def seq_attr_dict(self) -> Dict[str, float]:
