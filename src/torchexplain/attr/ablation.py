@@ -13,10 +13,12 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from ..core.incremental import IncrementalReport
 from ..core.inputs import format_baselines, format_output
 from ..core.registry import grid_mask, register
 from .blocks import Blocks, PerturbationAttribution, example_rows, then
 from .feature_mask import FeatureMask
+from .incremental import FeatureBoxes, Incremental
 from .seeding import make_generator
 
 __all__ = ["FeatureAblation", "FeaturePermutation", "PerturbationAttribution", "perturbation_baselines", "randperm"]
@@ -57,10 +59,20 @@ class FeatureAblation(PerturbationAttribution):
     ``attribute_future`` takes a ``forward_func`` returning ``torch.futures.Future``.
     """
 
+    incremental_report: IncrementalReport | None = None
+
     def attribute(self, inputs, baselines=None, target=None, additional_forward_args=None, feature_mask=None,
-                  perturbations_per_eval="auto", show_progress: bool = False, forward_kwargs=None):
+                  perturbations_per_eval="auto", show_progress: bool = False, forward_kwargs=None,
+                  incremental="auto", projective_field_threshold: float | None = None):
+        """``incremental`` (beyond Captum): for one image-like input whose features
+        are compact (a grid mask), each ablated copy recomputes only what its feature's
+        box changes (see :mod:`torchexplain.attr.incremental`); ``"auto"`` uses it
+        when it applies, ``False`` opts out, ``"approximate"`` caps the change at
+        ``projective_field_threshold`` of each layer. :attr:`incremental_report`
+        says how it went (None when not used)."""
         return self._attribute(inputs, baselines, target, additional_forward_args, feature_mask,
-                               perturbations_per_eval, show_progress, forward_kwargs, futures=False)
+                               perturbations_per_eval, show_progress, forward_kwargs, futures=False,
+                               incremental=incremental, threshold=projective_field_threshold)
 
     def attribute_future(self, inputs, baselines=None, target=None, additional_forward_args=None, feature_mask=None,
                          perturbations_per_eval="auto", show_progress: bool = False, forward_kwargs=None):
@@ -72,16 +84,20 @@ class FeatureAblation(PerturbationAttribution):
                                perturbations_per_eval, show_progress, forward_kwargs, futures=True)
 
     def _attribute(self, inputs, baselines, target, additional_forward_args, feature_mask, perturbations_per_eval,
-                   show_progress, forward_kwargs, *, futures):
+                   show_progress, forward_kwargs, *, futures, incremental=False, threshold=None):
         inputs, is_tuple, adapter, fm = self._setup(
             inputs, target, additional_forward_args, forward_kwargs, feature_mask, futures=futures
         )
         baselines, n = perturbation_baselines(baselines, inputs), adapter.n
+        boxes = FeatureBoxes(fm, inputs[0]) if incremental is not False and len(inputs) == 1 else None
+        inc = Incremental(incremental, threshold, inputs, adapter, boxes.share if boxes else 1.0)
+        self.incremental_report = inc.report
 
         def build(blocks: Tensor, examples: Tensor):
             xs = [example_rows(x, examples, n) for x in inputs]
             bs = [example_rows(b, examples, n) for b in baselines]
-            return fm.ablate_features(xs, bs, blocks - 1, examples)
+            rows = fm.ablate_features(xs, bs, blocks - 1, examples)
+            return rows if inc.engine is None else inc.rows(rows, examples, *boxes.of(blocks - 1, examples))
 
         return self._ablation_result(inputs, is_tuple, adapter, fm, build, perturbations_per_eval, show_progress)
 

@@ -19,10 +19,12 @@ import numbers
 import torch
 from torch import Tensor
 
+from ..core.incremental import IncrementalReport
 from ..core.inputs import format_output
 from ..core.registry import occlusion_window, register
 from .ablation import perturbation_baselines
 from .blocks import Blocks, PerturbationAttribution, example_rows, then
+from .incremental import Incremental
 
 
 def _is_int(v) -> bool:
@@ -118,16 +120,46 @@ class _Grid:
             mask = mask & inside.view(shape)
         return mask
 
-    def scatter(self, window_values: Tensor) -> Tensor:
-        """Mean over covering windows: ``(rows, n_windows)`` -> ``(rows, *dims)``."""
-        n = window_values.shape[0]
-        total = window_values.reshape((n,) + self.counts)
-        count = torch.ones((), dtype=window_values.dtype, device=window_values.device)
+    def boxes(self, local: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+        """Each row's window over the spatial dimensions (every dimension after the
+        first, the channels): ``lo, hi`` ``(R, len(dims) - 1)``; empty where not ``valid``."""
+        rest, lo, hi = local.clone(), [], []
+        for d in reversed(range(len(self.dims))):
+            k = rest % self.counts[d]
+            rest = rest // self.counts[d]
+            if d > 0:
+                start = k * self.stride[d]
+                lo.insert(0, start)
+                hi.insert(0, (start + self.window[d]).clamp_max(self.dims[d]))
+        lo, hi = torch.stack(lo, 1), torch.stack(hi, 1)
+        keep = valid.unsqueeze(1)
+        return lo * keep, hi * keep
+
+    def _contract(self, t: Tensor, transpose: bool) -> Tensor:
+        """Contract every dimension after the rows with the window-membership matrix:
+        windows -> positions (a sum over the windows covering each position) or, with
+        ``transpose``, positions -> windows (a sum over each window's positions)."""
         for d in range(len(self.dims)):
-            member = self.membership(d, window_values.device).to(window_values.dtype)
-            total = torch.tensordot(total, member, dims=([1], [0]))  # contracts dim d, appends dims[d]
-            count = count.unsqueeze(-1) * member.sum(0)
+            member = self.membership(d, t.device).to(t.dtype)
+            t = torch.tensordot(t, member, dims=([1], [1 if transpose else 0]))  # appends the new dim d
+        return t
+
+    def scatter(self, window_values: Tensor, weights: Tensor | None = None) -> Tensor:
+        """Mean over covering windows: ``(rows, n_windows)`` -> ``(rows, *dims)``;
+        with ``weights`` (0/1 per row and window) over the weighted windows only (NaN
+        where none covers)."""
+        n = window_values.shape[0]
+        if weights is None:
+            weights = torch.ones((1, self.n_windows), dtype=window_values.dtype, device=window_values.device)
+        total = self._contract((window_values * weights).reshape((n,) + self.counts), False)
+        count = self._contract(weights.reshape((weights.shape[0],) + self.counts), False)
         return total / count
+
+    def window_means(self, values: Tensor) -> Tensor:
+        """The mean of ``values`` ``(rows, *dims)`` over each window: ``(rows, n_windows)``."""
+        total = self._contract(values, True).reshape(values.shape[0], -1)
+        size = self._contract(torch.ones((1,) + self.dims, dtype=values.dtype, device=values.device), True)
+        return total / size.reshape(1, -1)
 
 
 @register("occlusion", order=110, defaults=occlusion_window, description="occlusion by a sliding zero window")
@@ -137,6 +169,8 @@ class Occlusion(PerturbationAttribution):
     default 1) and ``baselines`` (the occluding value). ``perturbations_per_eval="auto"``
     batches the windows from the memory budget; an int is Captum's windows per forward.
     """
+
+    incremental_report: IncrementalReport | None = None
 
     def attribute(
         self,
@@ -149,45 +183,116 @@ class Occlusion(PerturbationAttribution):
         perturbations_per_eval="auto",
         show_progress: bool = False,
         forward_kwargs=None,
+        incremental="auto",
+        projective_field_threshold: float | None = None,
+        drill_down: float | None = None,
+        drill_down_strides=None,
     ):
+        """Beyond Captum:
+
+        * ``incremental``: for one image-like input ``(N, C, *spatial)``, each occluded
+          copy recomputes only the region its window changes, layer by layer, from the
+          unoccluded image's activations (Krypton's incremental inference; exact, see
+          :mod:`torchexplain.attr.incremental`). ``"auto"`` uses it when it applies,
+          ``True`` insists, ``False`` opts out; ``"approximate"`` caps each layer's
+          change at ``projective_field_threshold`` (default 0.4) of the layer.
+          :attr:`incremental_report` says how the last call went (None: not used).
+        * ``drill_down`` (a fraction in (0, 1]): adaptive drill-down. A coarse pass
+          with ``drill_down_strides`` (default: the window, no overlap), then the
+          ``strides`` pass only for that fraction of the windows, those whose area
+          has the largest mean absolute coarse attribution (per example); scalars no
+          refined window covers keep their coarse value. One input, one explained
+          value per example.
+        """
         inputs, is_tuple, adapter, fm = self._setup(inputs, target, additional_forward_args, forward_kwargs, None)
         windows = _format_windows(sliding_window_shapes, inputs)
-        grids = [
-            _Grid(w, s, tuple(x.shape[1:]))
-            for w, s, x in zip(windows, _format_strides(strides, inputs, windows), inputs)
-        ]
-        baselines, n = perturbation_baselines(baselines, inputs), adapter.n
+        grids = _grids(windows, _format_strides(strides, inputs, windows), inputs)
+        baselines = perturbation_baselines(baselines, inputs)
+        share = math.prod(windows[0][1:]) / max(1, math.prod(inputs[0].shape[2:]))
+        inc = Incremental(incremental, projective_field_threshold, inputs, adapter, share)
+        self.incremental_report = inc.report
+        run = lambda grids, chosen=None: self._drops(  # noqa: E731
+            adapter, fm, inputs, baselines, grids, inc, perturbations_per_eval, show_progress, chosen
+        )
+        if drill_down is None:
+            return then(run(grids), lambda done: format_output(is_tuple, _spread(done, grids, inputs)))
+        fraction = _check_drill_down(drill_down, inputs)
+        coarse_grids = _grids(windows, _format_strides(
+            drill_down_strides if drill_down_strides is not None else windows, inputs, windows), inputs)
+        coarse = _spread(run(coarse_grids), coarse_grids, inputs)[0]
+        if coarse.shape[0] != adapter.n:
+            raise ValueError(
+                f"drill_down needs one explained value per example; the model's output gives {coarse.shape[0]} "
+                f"rows for {adapter.n} example(s) (give a target)"
+            )
+        fine = grids[0]
+        importance = fine.window_means(coarse.abs().to(torch.float64))
+        chosen = importance.topk(max(1, math.ceil(fraction * fine.n_windows)), dim=1).indices.cpu()
+        drops, _ = run(grids, chosen)
+        weights = torch.zeros((adapter.n, fine.n_windows), dtype=drops.dtype, device=drops.device)
+        values = weights.scatter(1, chosen.to(drops.device), drops)
+        weights.scatter_(1, chosen.to(drops.device), 1.0)
+        refined = fine.scatter(values, weights).to(device=coarse.device, dtype=coarse.dtype)
+        return format_output(is_tuple, [torch.where(refined.isnan(), coarse, refined)])
+
+    def _drops(self, adapter, fm, inputs, baselines, grids, inc, perturbations_per_eval, show_progress,
+               chosen: Tensor | None = None):
+        """``(drops, dtype)``: ``F(x) - F(x occluded)`` ``(outputs, windows)`` of every
+        window of every grid, or of the windows ``chosen`` ``(N, k)`` per example of the
+        one grid, and the model output's dtype; a future of them for a future model."""
+        n = adapter.n
+        counts = [g.n_windows if chosen is None else chosen.shape[1] for g in grids]
         offsets = [1]  # block 0 is the unoccluded inputs
-        for g in grids:
-            offsets.append(offsets[-1] + g.n_windows)
+        for c in counts:
+            offsets.append(offsets[-1] + c)
+
+        def windows_of(blocks: Tensor, examples: Tensor, first: int, count: int):
+            local = blocks - first
+            valid = (local >= 0) & (local < count)
+            local = local.clamp(0, count - 1)
+            return (local if chosen is None else chosen[examples, local]), valid
 
         def build(blocks: Tensor, examples: Tensor):
             out = []
-            for x, b, g, first in zip(inputs, baselines, grids, offsets):
+            for x, b, g, first, count in zip(inputs, baselines, grids, offsets, counts):
                 rows = example_rows(x, examples, n)
-                local = blocks - first
-                valid = (local >= 0) & (local < g.n_windows)
+                local, valid = windows_of(blocks, examples, first, count)
                 if not bool(valid.any()):
                     out.append(rows)
                     continue
-                covered = g.covered(local.clamp(0, g.n_windows - 1), valid, x.device)
+                covered = g.covered(local, valid, x.device)
                 if rows.shape[0] != len(blocks):  # not batched (a whole-batch model): one block per call
                     covered = covered[:1]
                 out.append(torch.where(covered, example_rows(b, examples, n), rows))
-            return tuple(out)
+            if inc.engine is None:
+                return tuple(out)
+            return inc.rows(tuple(out), examples, *grids[0].boxes(*windows_of(blocks, examples, 1, counts[0])))
 
         def finish(blocks: Blocks):
             v = blocks.flat()
-            dtype = torch.promote_types(v.dtype, torch.float32)
-            drops = (v[0:1] - v[1:]).t().to(torch.float64)  # (outputs, all windows)
-            return format_output(
-                is_tuple,
-                [
-                    g.scatter(drops[:, first - 1 : first - 1 + g.n_windows]).to(device=x.device, dtype=dtype)
-                    for x, g, first in zip(inputs, grids, offsets)
-                ],
-            )
+            return (v[0:1] - v[1:]).t().to(torch.float64), torch.promote_types(v.dtype, torch.float32)
 
-        return then(
-            self._blocks(adapter, fm, inputs, offsets[-1], build, perturbations_per_eval, show_progress), finish
-        )
+        return then(self._blocks(adapter, fm, inputs, offsets[-1], build, perturbations_per_eval, show_progress),
+                    finish)
+
+
+def _grids(windows, strides, inputs) -> list[_Grid]:
+    return [_Grid(w, s, tuple(x.shape[1:])) for w, s, x in zip(windows, strides, inputs)]
+
+
+def _spread(done, grids: list[_Grid], inputs) -> list[Tensor]:
+    """Attributions from the drops of every window of every grid (see :meth:`Occlusion._drops`)."""
+    drops, dtype = done
+    out, first = [], 0
+    for x, g in zip(inputs, grids):
+        out.append(g.scatter(drops[:, first : first + g.n_windows]).to(device=x.device, dtype=dtype))
+        first += g.n_windows
+    return out
+
+
+def _check_drill_down(drill_down, inputs) -> float:
+    if isinstance(drill_down, bool) or not isinstance(drill_down, numbers.Real) or not 0 < drill_down <= 1:
+        raise ValueError(f"drill_down must be a fraction in (0, 1] of the windows to refine; got {drill_down!r}")
+    if len(inputs) != 1:
+        raise ValueError(f"drill_down takes one input tensor; got {len(inputs)}")
+    return float(drill_down)

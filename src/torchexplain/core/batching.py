@@ -45,8 +45,8 @@ class _SavedBytes:
         self._seen: set[int] = set()
 
     def pack(self, t):
-        if isinstance(t, torch.nn.Parameter):  # weights do not grow with the rows
-            return t
+        if isinstance(t, torch.nn.Parameter) or isinstance(t._base, torch.nn.Parameter):
+            return t  # weights (and views of them, a linear layer's transposed weight) do not grow with the rows
         try:
             key = t.untyped_storage().data_ptr()
         except (RuntimeError, NotImplementedError):

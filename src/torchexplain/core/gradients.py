@@ -11,6 +11,7 @@ that need their layout; :func:`output_gap` is the convergence delta's reference.
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Callable, Sequence
 
 import torch
@@ -241,7 +242,7 @@ class RowRunner:
         layout error after any conversion runs ``fn`` again, as given, for good."""
         if not self.stats:
             self.stats["device"] = raw[0].device
-            self.stats["row_bytes"] = sum(t[:1].numel() * t.element_size() for t in raw)
+            self.stats["row_bytes"] = sum(math.prod(t.shape[1:]) * t.element_size() for t in raw)
         self._converted = False
         try:
             return fn(self.layout(raw))
