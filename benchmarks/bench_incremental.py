@@ -19,7 +19,8 @@ rounds (default 2) with the order of the sides reversed every round; medians.
 Captum's side is timed in the first round only unless ``--captum-repeats`` says more
 (one call of vgg16 16/8 is about three minutes here). The approximate sides report
 their heatmap's distance to the exact one after min-max scaling (max and mean of the
-absolute difference). Beside each time ratio is the FLOP fraction: the floating-point
+absolute difference); a sweep over thresholds (``--sweep``) compares a trained model
+(the bundled digits CNN) with a random-weight one. Beside each time ratio is the FLOP fraction: the floating-point
 work of the side over the full path's, counted by ``torch.utils.flop_counter`` (the
 full path's as one forward's times the number of images; the arithmetic limit of the
 speed-up is the fraction's inverse).
@@ -73,6 +74,37 @@ def sides(model, x, window: int, stride: int, threshold: float, with_captum: boo
     return out, ours
 
 
+def threshold_sweep(size: int, thresholds: list[float]) -> None:
+    """Approximate mode's error against its threshold: on the bundled digits CNN
+    (trained, 1x32x32, window 4 stride 2) and on random-weight resnet18 (window 16
+    stride 8), one timed call per side."""
+    from torchexplain import models
+
+    digits, preprocess, _ = models.load("digits")
+    image = preprocess(models.sample_images()[0]).unsqueeze(0)
+    torch.manual_seed(0)
+    jobs = [("digits (trained)", digits, image, (1, 4, 4), (1, 2, 2)),
+            ("resnet18 (random)", torchvision.models.resnet18().eval(), torch.randn(1, 3, size, size),
+             (3, 16, 16), (3, 8, 8))]
+    print("\napproximate mode against its threshold (min-max heatmaps against the exact one):")
+    for label, model, x, window, stride in jobs:
+        occ = Occlusion(model)
+        target = int(model(x).argmax())
+        timed = {}
+        for side, kwargs in [("full", {"incremental": False}), ("exact", {})] + [
+            (f"approx {t}", {"incremental": "approximate", "projective_field_threshold": t}) for t in thresholds
+        ]:
+            occ.attribute(x, window, strides=stride, target=target, **kwargs)  # warm-up
+            t0 = time.perf_counter()
+            timed[side] = (occ.attribute(x, window, strides=stride, target=target, **kwargs),
+                           time.perf_counter() - t0)
+        exact, full_t = timed["exact"][0], timed["full"][1]
+        print(f"  {label}, target {target}:")
+        for side, (value, seconds) in timed.items():
+            diff = (minmax(value) - minmax(exact)).abs()
+            print(f"    {side:11s} full/side {full_t / seconds:5.2f}  max {diff.max():.3f} mean {diff.mean():.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default="resnet18,vgg16")
@@ -83,6 +115,7 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=0.4)
     parser.add_argument("--no-captum", action="store_true")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--sweep", default="0.2,0.4,0.6,0.8", help="approximate thresholds ('' to skip)")
     args = parser.parse_args()
     if args.quick:
         args.models, args.size, args.repeats, args.windows = "resnet18", 112, 1, "16/8"
@@ -135,6 +168,8 @@ def main() -> None:
                 print(f"  {side:13s} {med:9.2f} {len(times[side]):4d} {full_t / med:9.2f} {frac:9.3f} "
                       f"{1 / frac if frac == frac else float('nan'):7.2f}  {notes}")
             worst_exact[(name, spec)] = full_t / statistics.median(times["exact"])
+    if args.sweep:
+        threshold_sweep(args.size, [float(t) for t in args.sweep.split(",")])
     print()
     for (name, spec), ratio in worst_exact.items():
         print(f"exact speed-up over full, {name} {spec}: {ratio:.2f}x")

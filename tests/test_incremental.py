@@ -144,13 +144,22 @@ def test_unsupported_layer_falls_back_to_the_full_values():
 
 
 def test_auto_stops_when_the_first_call_needs_the_rows_whole():
-    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 4))
-    x = torch.randn(1, 3, 16, 16)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 64 * 64, 4))
+    x = torch.randn(1, 3, 64, 64)
     occ = Occlusion(model)
-    inc = occ.attribute(x, (3, 4, 4), strides=(3, 4, 4), target=0)
+    inc = occ.attribute(x, (3, 16, 16), strides=(3, 16, 16), target=0)
     report = occ.incremental_report
     assert report.incremental_ops == 0 and report.fallback == "flatten"
-    torch.testing.assert_close(inc, occ.attribute(x, (3, 4, 4), strides=(3, 4, 4), target=0, incremental=False))
+    torch.testing.assert_close(inc, occ.attribute(x, (3, 16, 16), strides=(3, 16, 16), target=0, incremental=False))
+
+
+def test_auto_skips_small_inputs():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 30 * 30, 2))
+    occ = Occlusion(model)
+    occ.attribute(torch.randn(1, 3, 32, 32), (3, 4, 4), strides=(3, 4, 4), target=0)
+    assert occ.incremental_report is None
+    occ.attribute(torch.randn(1, 3, 32, 32), (3, 4, 4), strides=(3, 4, 4), target=0, incremental=True)
+    assert occ.incremental_report.incremental_ops > 0
 
 
 def test_feature_ablation_with_a_grid_mask():

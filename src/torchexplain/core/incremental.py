@@ -134,12 +134,14 @@ def _key(v):
 
 
 def _meets_full_rows(changed: "Changed", leaves) -> bool:
-    """Whether a plain tensor of ``changed``'s rows and spatial shape is among
-    ``leaves``: the result of a layer computed whole meeting a changed batch."""
+    """Whether the rows are already whole for this call: a plain tensor of
+    ``changed``'s rows and spatial shape is among ``leaves`` (the result of a layer
+    computed whole), or a changed batch was materialised (by such a layer)."""
     shape = changed.shape
     return any(
-        isinstance(v, Tensor) and not isinstance(v, Changed) and v.dim() == len(shape)
-        and v.shape[0] == shape[0] and v.shape[2:] == shape[2:]
+        (isinstance(v, Changed) and v.full is not None)
+        or (isinstance(v, Tensor) and not isinstance(v, Changed) and v.dim() == len(shape)
+            and v.shape[0] == shape[0] and v.shape[2:] == shape[2:])
         for v in leaves
     )
 
@@ -289,13 +291,11 @@ class Changed(Tensor):
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
-        from .incremental_rules import PASS_THROUGH, RULES
-
         kwargs = kwargs or {}
-        if func in PASS_THROUGH:
+        if func in _rules.PASS_THROUGH:
             with torch._C.DisableTorchFunctionSubclass():
                 return func(*args, **kwargs)
-        rule = RULES.get(func)
+        rule = _rules.RULES.get(func)
         if rule is not None:
             out = rule(func, *args, **kwargs)
             if out is not NotImplemented:
@@ -312,3 +312,6 @@ class Changed(Tensor):
             f"incremental inference: {func} reached a Changed tensor's (absent) storage; every call should have "
             "been intercepted (please report this model)"
         )
+
+
+from . import incremental_rules as _rules  # noqa: E402  (the rules need Changed, defined above)

@@ -25,9 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .incremental import Changed, union, window_box
-
-Tensor_ = torch.Tensor
+from .incremental import Changed, union, window_box  # imported by .incremental once Changed exists
 
 
 def _usable(x) -> bool:
@@ -48,7 +46,14 @@ def _tuple(v, k: int) -> tuple[int, ...]:
     return v * k if len(v) == 1 else v
 
 
-def _window(func, x: Changed, base: Tensor, kernel, stride, pad, dilation, fill, on_region, whole):
+def _stride(stride, kernel: tuple[int, ...]) -> tuple[int, ...]:
+    """A pooling stride: the kernel's when not given (None or empty)."""
+    if stride is None or (not isinstance(stride, numbers.Integral) and len(stride) == 0):
+        return kernel
+    return _tuple(stride, len(kernel))
+
+
+def _window(x: Changed, base: Tensor, kernel, stride, pad, dilation, fill, on_region, whole):
     """A sliding-window function: ``on_region(region)`` is the function, without
     padding, on each row's input region."""
     extent = [(k - 1) * d + 1 for k, d in zip(kernel, dilation)]
@@ -83,7 +88,7 @@ def conv(func, input, weight, bias=None, stride=1, padding=0, dilation=1, groups
         return NotImplemented
     args = (weight, bias, stride, padding, dilation, groups)
     base = input.engine.base_of(func, (input,) + args, {}, lambda: func(input.base, *args))
-    return _window(func, input, base, kernel, s, pad, d, 0.0,
+    return _window(input, base, kernel, s, pad, d, 0.0,
                    lambda r: func(r, weight, bias, s, 0, d, groups), lambda: func(input.materialize(), *args))
 
 
@@ -92,11 +97,11 @@ def max_pool(func, input, kernel_size, stride=None, padding=0, dilation=1, ceil_
         return NotImplemented
     k = input.dim() - 2
     kernel = _tuple(kernel_size, k)
-    s = _tuple(stride, k) if stride not in (None, ()) else kernel
+    s = _stride(stride, kernel)
     d, pad = _tuple(dilation, k), _tuple(padding, k)
     args = (kernel_size, stride, padding, dilation, ceil_mode)
     base = input.engine.base_of(func, (input,) + args, {}, lambda: func(input.base, *args))
-    return _window(func, input, base, kernel, s, pad, d, -math.inf,
+    return _window(input, base, kernel, s, pad, d, -math.inf,
                    lambda r: func(r, kernel, s, 0, d, False), lambda: func(input.materialize(), *args))
 
 
@@ -110,11 +115,11 @@ def avg_pool(func, input, kernel_size, stride=None, padding=0, ceil_mode=False, 
     if divisor_override is None and (ceil_mode or (any(pad) and not count_include_pad)):
         return NotImplemented
     kernel = _tuple(kernel_size, k)
-    s = _tuple(stride, k) if stride not in (None, ()) else kernel
+    s = _stride(stride, kernel)
     args = (kernel_size, stride, padding, ceil_mode, count_include_pad)
     extra = (divisor_override,) if divisor_override is not None else ()
     base = input.engine.base_of(func, (input,) + args + extra, {}, lambda: func(input.base, *args, *extra))
-    return _window(func, input, base, kernel, s, pad, (1,) * k, 0.0,
+    return _window(input, base, kernel, s, pad, (1,) * k, 0.0,
                    lambda r: func(r, kernel, s, 0, False, True, *extra),
                    lambda: func(input.materialize(), *args, *extra))
 
@@ -130,7 +135,7 @@ def adaptive_pool(func, input, output_size, *rest):
     if any(n % o for n, o in zip(sizes, out)):
         return NotImplemented
     kernel = tuple(n // o for n, o in zip(sizes, out))
-    return _window(func, input, base, kernel, kernel, (0,) * len(kernel), (1,) * len(kernel), 0.0,
+    return _window(input, base, kernel, kernel, (0,) * len(kernel), (1,) * len(kernel), 0.0,
                    lambda r: func(r, tuple(r.shape[2 + d] // kernel[d] for d in range(len(kernel)))),
                    lambda: func(input.materialize(), output_size))
 
@@ -268,33 +273,33 @@ def requires_grad_(func, input, requires_grad=True):
 
 
 PASS_THROUGH = {
-    Tensor_.dim, Tensor_.size, Tensor_.numel, Tensor_.nelement, Tensor_.ndimension, Tensor_.__len__,
-    Tensor_.is_floating_point, Tensor_.is_complex, Tensor_.element_size, Tensor_.is_contiguous,
-    Tensor_.get_device, Tensor_.is_inference,
-    Tensor_.shape.__get__, Tensor_.dtype.__get__, Tensor_.device.__get__, Tensor_.ndim.__get__,
-    Tensor_.requires_grad.__get__, Tensor_.is_cuda.__get__, Tensor_.layout.__get__, Tensor_.is_sparse.__get__,
-    Tensor_.is_quantized.__get__, Tensor_.is_meta.__get__, Tensor_.grad_fn.__get__,
+    Tensor.dim, Tensor.size, Tensor.numel, Tensor.nelement, Tensor.ndimension, Tensor.__len__,
+    Tensor.is_floating_point, Tensor.is_complex, Tensor.element_size, Tensor.is_contiguous,
+    Tensor.get_device, Tensor.is_inference,
+    Tensor.shape.__get__, Tensor.dtype.__get__, Tensor.device.__get__, Tensor.ndim.__get__,
+    Tensor.requires_grad.__get__, Tensor.is_cuda.__get__, Tensor.layout.__get__, Tensor.is_sparse.__get__,
+    Tensor.is_quantized.__get__, Tensor.is_meta.__get__, Tensor.grad_fn.__get__,
 }
 
 _POINTWISE = [
-    torch.relu, Tensor_.relu, torch.sigmoid, Tensor_.sigmoid, torch.tanh, Tensor_.tanh, F.gelu, F.softplus,
-    torch.clamp, Tensor_.clamp, torch.clip, Tensor_.clip, torch.neg, Tensor_.neg, Tensor_.__neg__,
-    F.logsigmoid, torch.exp, Tensor_.exp, torch.abs, Tensor_.abs,
+    torch.relu, Tensor.relu, torch.sigmoid, Tensor.sigmoid, torch.tanh, Tensor.tanh, F.gelu, F.softplus,
+    torch.clamp, Tensor.clamp, torch.clip, Tensor.clip, torch.neg, Tensor.neg, Tensor.__neg__,
+    F.logsigmoid, torch.exp, Tensor.exp, torch.abs, Tensor.abs,
 ]
 _INPLACE_ACTIVATIONS = [
     F.relu, F.relu6, F.hardtanh, F.hardswish, F.hardsigmoid, F.silu, F.mish, F.elu, F.selu, F.celu, F.leaky_relu,
 ]
 _BINARY = [
-    torch.add, Tensor_.add, Tensor_.__add__, Tensor_.__radd__, torch.sub, Tensor_.sub, Tensor_.__sub__,
-    Tensor_.__rsub__, torch.mul, Tensor_.mul, Tensor_.__mul__, Tensor_.__rmul__, torch.div, Tensor_.div,
-    Tensor_.__truediv__,
+    torch.add, Tensor.add, Tensor.__add__, Tensor.__radd__, torch.sub, Tensor.sub, Tensor.__sub__,
+    Tensor.__rsub__, torch.mul, Tensor.mul, Tensor.__mul__, Tensor.__rmul__, torch.div, Tensor.div,
+    Tensor.__truediv__,
 ]
 _IN_PLACE = {
-    torch.relu_: torch.relu, Tensor_.relu_: Tensor_.relu, Tensor_.sigmoid_: Tensor_.sigmoid,
-    Tensor_.tanh_: Tensor_.tanh, Tensor_.clamp_: Tensor_.clamp,
-    Tensor_.add_: Tensor_.add, Tensor_.__iadd__: Tensor_.add, Tensor_.sub_: Tensor_.sub,
-    Tensor_.__isub__: Tensor_.sub, Tensor_.mul_: Tensor_.mul, Tensor_.__imul__: Tensor_.mul,
-    Tensor_.div_: Tensor_.div, Tensor_.__itruediv__: Tensor_.div,
+    torch.relu_: torch.relu, Tensor.relu_: Tensor.relu, Tensor.sigmoid_: Tensor.sigmoid,
+    Tensor.tanh_: Tensor.tanh, Tensor.clamp_: Tensor.clamp,
+    Tensor.add_: Tensor.add, Tensor.__iadd__: Tensor.add, Tensor.sub_: Tensor.sub,
+    Tensor.__isub__: Tensor.sub, Tensor.mul_: Tensor.mul, Tensor.__imul__: Tensor.mul,
+    Tensor.div_: Tensor.div, Tensor.__itruediv__: Tensor.div,
 }
 
 RULES: dict = {f: pointwise for f in _POINTWISE}
@@ -307,5 +312,5 @@ RULES.update({f: avg_pool for f in (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)})
 RULES.update({f: adaptive_pool for f in (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d)})
 RULES.update({F.batch_norm: batch_norm, torch.cat: cat, torch.concat: cat, torch.concatenate: cat})
 RULES.update({f: dropout for f in (F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout)})
-RULES.update({Tensor_.contiguous: contiguous, Tensor_.detach: detach, torch.detach: detach,
-              Tensor_.requires_grad_: requires_grad_})
+RULES.update({Tensor.contiguous: contiguous, Tensor.detach: detach, torch.detach: detach,
+              Tensor.requires_grad_: requires_grad_})
