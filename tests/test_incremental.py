@@ -15,6 +15,7 @@ import torchvision
 
 from torchexplain import config
 from torchexplain.attr import FeatureAblation, Occlusion
+from torchexplain.core import perturb
 from torchexplain.core.incremental import CACHE_SHARE, Engine
 
 
@@ -229,6 +230,11 @@ def test_cached_activations_stay_within_the_budget(monkeypatch):
     limited = occ.attribute(x, (3, 16, 16), strides=(3, 16, 16), target=0)
     kept = occ.incremental_report.cached_bytes
     assert 0 < kept <= CACHE_SHARE * everything // 2 < everything
+    seen = []  # the chunks' budget leaves the cached activations out
+    evaluate = perturb.evaluate_rows
+    monkeypatch.setattr(perturb, "evaluate_rows", lambda *a, **k: seen.append(k["reserved_bytes"]) or evaluate(*a, **k))
+    occ.attribute(x, (3, 16, 16), strides=(3, 16, 16), target=0)
+    assert seen == [kept]
     scale = model(x).abs().max()
     assert (limited - full).abs().max() <= 1e-5 * scale and (unlimited - full).abs().max() <= 1e-5 * scale
 

@@ -99,10 +99,11 @@ class FeatureAblation(PerturbationAttribution):
             rows = fm.ablate_features(xs, bs, blocks - 1, examples)
             return rows if inc.engine is None else inc.rows(rows, examples, *boxes.of(blocks - 1, examples))
 
-        return self._ablation_result(inputs, is_tuple, adapter, fm, build, perturbations_per_eval, show_progress)
+        return self._ablation_result(inputs, is_tuple, adapter, fm, build, perturbations_per_eval, show_progress,
+                                     reserved_bytes=inc.cached_bytes)
 
     def _ablation_result(self, inputs, is_tuple, adapter, fm: FeatureMask, build, perturbations_per_eval,
-                         show_progress, skipped: Tensor | None = None):
+                         show_progress, skipped: Tensor | None = None, reserved_bytes=None):
         """Attributions from the drops of blocks ``1 + f``; features in ``skipped``
         get 0."""
 
@@ -119,7 +120,8 @@ class FeatureAblation(PerturbationAttribution):
             return format_output(is_tuple, blocks.attributions(fm, drops, inputs, drops.dtype))
 
         n_blocks = 1 if nothing else 1 + fm.n_features
-        return then(self._blocks(adapter, fm, inputs, n_blocks, build, perturbations_per_eval, show_progress), finish)
+        return then(self._blocks(adapter, fm, inputs, n_blocks, build, perturbations_per_eval, show_progress,
+                                 reserved_bytes), finish)
 
 
 @register("feature_permutation", aliases=("permutation",), order=130, defaults=grid_mask(8),

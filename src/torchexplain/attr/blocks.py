@@ -102,12 +102,14 @@ def block_values(
     desc: str = "perturbations",
     shared_masks: bool = True,
     batched_inputs: bool = True,
+    reserved_bytes: Callable[[], float] | None = None,
 ):
     """The :class:`Blocks` of ``n_blocks`` blocks (see the module docstring), or a
     future of it. ``build(blocks, examples)`` returns the inputs of rows given by
     their block and example indices. ``shared_masks`` is False for per-example
     feature masks, which a whole-batch model refuses; ``batched_inputs`` is False
-    when the inputs' first dimensions differ (each block then runs whole)."""
+    when the inputs' first dimensions differ (each block then runs whole);
+    ``reserved_bytes`` goes to :func:`~torchexplain.core.perturb.forward_rows`."""
     n = adapter.n
     every = torch.arange(n)
     with torch.inference_mode():
@@ -131,6 +133,7 @@ def block_values(
     done = forward_rows(
         adapter, (n_blocks - 1) * n, lambda rows, examples: build(rows // n + 1, examples), consume,
         perturbations_per_eval=perturbations_per_eval, show_progress=show_progress, desc=desc, per_element=True,
+        reserved_bytes=reserved_bytes,
     )
     blocks = lambda _=None: Blocks(table.view((n_blocks, n) + tuple(start.shape[1:])), False, n)  # noqa: E731
     return done.then(blocks) if is_future(done) else blocks()
@@ -205,7 +208,8 @@ class PerturbationAttribution(Attribution):
         )
         return inputs, is_tuple, adapter, format_feature_mask(feature_mask, inputs)
 
-    def _blocks(self, adapter, fm: FeatureMask, inputs, n_blocks: int, build, perturbations_per_eval, show_progress):
+    def _blocks(self, adapter, fm: FeatureMask, inputs, n_blocks: int, build, perturbations_per_eval, show_progress,
+                reserved_bytes: Callable[[], float] | None = None):
         """:func:`block_values` under the model guard, titled with the class name."""
         with self._guard():
             return block_values(
@@ -217,4 +221,5 @@ class PerturbationAttribution(Attribution):
                 desc=type(self).__name__,
                 shared_masks=not fm.per_example,
                 batched_inputs=len({x.shape[0] for x in inputs}) == 1,
+                reserved_bytes=reserved_bytes,
             )

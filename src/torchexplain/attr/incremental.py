@@ -59,6 +59,10 @@ class Incremental:
         self.engine.report.mode = "approximate" if mode == "approximate" else "exact"
         self._calls = 0
 
+    def cached_bytes(self) -> int:
+        """The unperturbed activations kept so far (left out of the chunks' budget)."""
+        return 0 if self.engine is None else self.engine.report.cached_bytes
+
     @property
     def report(self) -> IncrementalReport | None:
         return None if self.engine is None else self.engine.report

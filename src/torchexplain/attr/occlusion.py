@@ -272,8 +272,8 @@ class Occlusion(PerturbationAttribution):
             v = blocks.flat()
             return (v[0:1] - v[1:]).t().to(torch.float64), torch.promote_types(v.dtype, torch.float32)
 
-        return then(self._blocks(adapter, fm, inputs, offsets[-1], build, perturbations_per_eval, show_progress),
-                    finish)
+        return then(self._blocks(adapter, fm, inputs, offsets[-1], build, perturbations_per_eval, show_progress,
+                                 inc.cached_bytes), finish)
 
 
 def _grids(windows, strides, inputs) -> list[_Grid]:

@@ -91,6 +91,7 @@ def evaluate_rows(
     saved_fraction: float = 1.0,
     cpu_chunk_bytes: float | None = None,
     forward_only: bool = False,
+    reserved_bytes: float = 0,
 ) -> None:
     """Call ``run(start, stop)`` over consecutive blocks covering ``range(n_rows)``.
 
@@ -101,7 +102,8 @@ def evaluate_rows(
     once (1 when a backward pass follows; less for forward-only work).
     ``cpu_chunk_bytes`` caps the budget on CPU, where blocks larger than the caches
     run slower per row. ``forward_only``: ``run`` never differentiates what it computes
-    (its saved tensors are only measured).
+    (its saved tensors are only measured). ``reserved_bytes`` of the budget are
+    already in use for the whole call (cached activations), and left out.
     """
     stats = {} if stats is None else stats
     if n_rows <= 0:
@@ -121,7 +123,7 @@ def evaluate_rows(
         run(0, first)
     per_row = saved_fraction * saved.total / first + 3 * stats.get("row_bytes", 0)
     device = torch.device(stats.get("device", "cpu"))
-    budget = config.resolve_memory_budget(device)
+    budget = max(1, config.resolve_memory_budget(device) - reserved_bytes)
     if cpu_chunk_bytes is not None and device.type == "cpu":
         budget = min(budget, cpu_chunk_bytes)
     max_rows = max(1, int(budget // max(per_row, 1.0)))

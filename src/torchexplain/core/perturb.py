@@ -47,6 +47,7 @@ def forward_rows(
     show_progress: bool = False,
     desc: str = "perturbations",
     per_element: bool = False,
+    reserved_bytes: Callable[[], float] | None = None,
 ) -> Future | None:
     """Evaluate the explained scalar of rows ``0 .. n_rows-1`` (row ``r`` perturbs
     example ``r % adapter.n``): ``build(rows, examples)`` makes their inputs and
@@ -56,7 +57,8 @@ def forward_rows(
 
     For an adapter of a model that returns futures, every chunk is dispatched before
     any is waited for; the returned future completes when every chunk is consumed
-    (None otherwise)."""
+    (None otherwise). ``reserved_bytes()`` is memory the call holds beside the chunks
+    (cached activations; asked before the first chunk), left out of their budget."""
     n = adapter.n
     runner = RowRunner()
     pending: list[Future] = []
@@ -87,6 +89,7 @@ def forward_rows(
         evaluate_rows(
             n_rows, run, rows_per_chunk(perturbations_per_eval, n), stats=runner.stats, probe_rows=max(n, 8),
             saved_fraction=INFERENCE_LIVE_FRACTION, cpu_chunk_bytes=CPU_CHUNK_BYTES, forward_only=True,
+            reserved_bytes=reserved_bytes() if reserved_bytes is not None else 0,
         )
     finally:
         if bar is not None:
