@@ -286,6 +286,45 @@ def test_approximate_mode_by_hand():
     assert (got - exact).abs().max() > 1e-3  # the cap made a difference
 
 
+def test_layers_recomputed_each_batch(monkeypatch):
+    """Unperturbed activations that are not cached (over the budget, or made anew by
+    every forward: a weight-normalised kernel) are recomputed, also in the batch that
+    measures memory with autograd on."""
+    torch.manual_seed(0)
+    deep = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(8, 8, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
+    normed = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
+                           nn.utils.parametrizations.weight_norm(nn.Conv2d(4, 4, 3, padding=1)), nn.ReLU(),
+                           nn.Flatten(), nn.Linear(4 * 48 * 48, 2))
+    x = torch.randn(2, 3, 48, 48)
+    for net, budget in ((deep, 600_000), (normed, None)):  # 600 kB: room for 2 of the 147 kB activations
+        monkeypatch.setattr(config, "memory_budget", budget)
+        occ = Occlusion(net)
+        inc = occ.attribute(x, (3, 8, 8), strides=(3, 8, 8), target=0)
+        report = occ.incremental_report
+        assert report.incremental_ops > 0
+        if budget is not None:
+            assert report.cached_bytes <= CACHE_SHARE * budget
+        torch.testing.assert_close(inc, occ.attribute(x, (3, 8, 8), strides=(3, 8, 8), target=0, incremental=False),
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_identity_pooling_returns_a_new_tensor():
+    torch.manual_seed(0)
+    conv, head = nn.Conv2d(3, 4, 3, padding=1).double(), nn.Linear(4, 2).double()
+
+    def model(x):
+        y = conv(x)
+        z = F.adaptive_avg_pool2d(y, y.shape[2:])  # the identity; in place on z must leave y
+        z.relu_()
+        return head((y - z).mean(dim=(2, 3)))
+
+    x = torch.randn(1, 3, 48, 48, dtype=torch.float64)
+    occ = Occlusion(model)
+    inc = occ.attribute(x, (3, 8, 8), strides=(3, 8, 8), target=0, incremental=True)
+    torch.testing.assert_close(inc, occ.attribute(x, (3, 8, 8), strides=(3, 8, 8), target=0, incremental=False))
+
+
 def test_engine_rows_read_back_and_in_place_aliasing():
     torch.manual_seed(0)
     base = torch.randn(2, 3, 10, 10)

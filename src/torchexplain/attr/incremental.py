@@ -55,9 +55,9 @@ class Incremental:
             return
         x = inputs[0]
         budget = config.resolve_memory_budget(x.device)
-        self.engine = Engine(x, threshold if mode == "approximate" else 1.0, cache_limit=CACHE_SHARE * budget)
-        self.engine.report.mode = "approximate" if mode == "approximate" else "exact"
-        self._calls = 0
+        approximate = mode == "approximate"
+        self.engine = Engine(x, threshold if approximate else 1.0, cache_limit=CACHE_SHARE * budget,
+                             mode="approximate" if approximate else "exact")
 
     def cached_bytes(self) -> int:
         """The unperturbed activations kept so far (left out of the chunks' budget)."""
@@ -72,8 +72,7 @@ class Incremental:
         only in the boxes ``[lo, hi)`` (``(R, spatial dims)``)."""
         if self.engine is None:
             return rows
-        self._calls += 1
-        if self._calls == 2 and self.mode == "auto" and self.engine.report.incremental_ops == 0:
+        if self.mode == "auto" and self.engine.batches == 1 and self.engine.report.incremental_ops == 0:
             self.engine = None  # the model's first call already needed the rows in full
             return rows
         return (self.engine.rows(rows[0], examples, lo, hi),)

@@ -106,15 +106,21 @@ class _Grid:
         pos = torch.arange(self.dims[d], device=device).unsqueeze(0)
         return (pos >= starts) & (pos < starts + self.window[d])
 
+    def positions(self, local: Tensor) -> list[Tensor]:
+        """Per dimension, the position (``0 .. counts[d]-1``) of each row's window
+        ``local`` in the grid, in C order (the last dimension moves fastest)."""
+        out, rest = [], local
+        for count in reversed(self.counts):
+            out.insert(0, rest % count)
+            rest = rest // count
+        return out
+
     def covered(self, local: Tensor, valid: Tensor, device) -> Tensor:
         """Bool ``(R, *dims)``: the scalars each row's window covers (none where not ``valid``)."""
         n_rows, n_dims = local.shape[0], len(self.dims)
         mask = valid.to(device).view((n_rows,) + (1,) * n_dims)
-        rest = local.clone()
-        for d in reversed(range(n_dims)):  # C order: the last dimension moves fastest
-            k = (rest % self.counts[d]).to(device)
-            rest = rest // self.counts[d]
-            inside = self.membership(d, device)[k]  # (R, dims[d])
+        for d, k in enumerate(self.positions(local)):
+            inside = self.membership(d, device)[k.to(device)]  # (R, dims[d])
             shape = [n_rows] + [1] * n_dims
             shape[1 + d] = self.dims[d]
             mask = mask & inside.view(shape)
@@ -123,15 +129,9 @@ class _Grid:
     def boxes(self, local: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
         """Each row's window over the spatial dimensions (every dimension after the
         first, the channels): ``lo, hi`` ``(R, len(dims) - 1)``; empty where not ``valid``."""
-        rest, lo, hi = local.clone(), [], []
-        for d in reversed(range(len(self.dims))):
-            k = rest % self.counts[d]
-            rest = rest // self.counts[d]
-            if d > 0:
-                start = k * self.stride[d]
-                lo.insert(0, start)
-                hi.insert(0, (start + self.window[d]).clamp_max(self.dims[d]))
-        lo, hi = torch.stack(lo, 1), torch.stack(hi, 1)
+        starts = [k * self.stride[d] for d, k in enumerate(self.positions(local))][1:]
+        lo = torch.stack(starts, 1)
+        hi = torch.minimum(lo + torch.tensor(self.window[1:]), torch.tensor(self.dims[1:]))
         keep = valid.unsqueeze(1)
         return lo * keep, hi * keep
 
@@ -217,23 +217,10 @@ class Occlusion(PerturbationAttribution):
         if drill_down is None:
             return then(run(grids), lambda done: format_output(is_tuple, _spread(done, grids, inputs)))
         fraction = _check_drill_down(drill_down, inputs)
-        coarse_grids = _grids(windows, _format_strides(
-            drill_down_strides if drill_down_strides is not None else windows, inputs, windows), inputs)
-        coarse = _spread(run(coarse_grids), coarse_grids, inputs)[0]
-        if coarse.shape[0] != adapter.n:
-            raise ValueError(
-                f"drill_down needs one explained value per example; the model's output gives {coarse.shape[0]} "
-                f"rows for {adapter.n} example(s) (give a target)"
-            )
-        fine = grids[0]
-        importance = fine.window_means(coarse.abs().to(torch.float64))
-        chosen = importance.topk(max(1, math.ceil(fraction * fine.n_windows)), dim=1).indices.cpu()
-        drops, _ = run(grids, chosen)
-        weights = torch.zeros((adapter.n, fine.n_windows), dtype=drops.dtype, device=drops.device)
-        values = weights.scatter(1, chosen.to(drops.device), drops)
-        weights.scatter_(1, chosen.to(drops.device), 1.0)
-        refined = fine.scatter(values, weights).to(device=coarse.device, dtype=coarse.dtype)
-        return format_output(is_tuple, [torch.where(refined.isnan(), coarse, refined)])
+        coarse_strides = _format_strides(drill_down_strides if drill_down_strides is not None else windows, inputs,
+                                         windows)
+        return format_output(is_tuple, [_drill_down(run, grids[0], _grids(windows, coarse_strides, inputs), inputs,
+                                                    fraction, adapter.n)])
 
     def _drops(self, adapter, fm, inputs, baselines, grids, inc, perturbations_per_eval, show_progress,
                chosen: Tensor | None = None):
@@ -296,3 +283,22 @@ def _check_drill_down(drill_down, inputs) -> float:
     if len(inputs) != 1:
         raise ValueError(f"drill_down takes one input tensor; got {len(inputs)}")
     return float(drill_down)
+
+
+def _drill_down(run, fine: _Grid, coarse_grids: list[_Grid], inputs, fraction: float, n: int) -> Tensor:
+    """Adaptive drill-down (see :meth:`Occlusion.attribute`): ``run(grids, chosen)``
+    gives the drops of a pass."""
+    coarse = _spread(run(coarse_grids), coarse_grids, inputs)[0]
+    if coarse.shape[0] != n:
+        raise ValueError(
+            f"drill_down needs one explained value per example; the model's output gives {coarse.shape[0]} "
+            f"rows for {n} example(s) (give a target)"
+        )
+    importance = fine.window_means(coarse.abs().to(torch.float64))
+    chosen = importance.topk(max(1, math.ceil(fraction * fine.n_windows)), dim=1).indices.cpu()
+    drops, _ = run([fine], chosen)
+    on = chosen.to(drops.device)
+    weights = torch.zeros((n, fine.n_windows), dtype=drops.dtype, device=drops.device)
+    values = weights.scatter(1, on, drops)
+    refined = fine.scatter(values, weights.scatter_(1, on, 1.0)).to(device=coarse.device, dtype=coarse.dtype)
+    return torch.where(refined.isnan(), coarse, refined)

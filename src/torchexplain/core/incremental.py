@@ -65,34 +65,40 @@ class Engine:
     exact, less is approximate; ``cache_limit`` bounds the bytes of cached activations
     (beyond it they are recomputed per batch)."""
 
-    def __init__(self, base: Tensor, threshold: float = 1.0, cache_limit: float = math.inf):
+    def __init__(self, base: Tensor, threshold: float = 1.0, cache_limit: float = math.inf, mode: str = "exact"):
         self.base, self.threshold, self.cache_limit = base, float(threshold), cache_limit
-        self.report = IncrementalReport("exact" if self.threshold >= 1 else "approximate")
+        self.report = IncrementalReport(mode)
         self._cache: dict = {}
+        self.batches = 0  # calls of rows(): the first is the unperturbed batch
 
     def rows(self, rows: Tensor, examples: Tensor, lo: Tensor, hi: Tensor) -> "Changed":
         """``rows`` ``(R, C, *spatial)``, each equal to ``base[examples[r]]`` outside
         the box ``[lo[r], hi[r])`` (``(R, k)`` each; an empty box for an unperturbed row)."""
+        self.batches += 1
         lo, hi = lo.to(rows.device), hi.to(rows.device)
         start, size, lo, hi = place(lo, hi, tuple(rows.shape[2:]), 1.0)
         every = torch.arange(rows.shape[0], device=rows.device)
-        patch = _gather(rows, every, _positions(start, size)) if 0 not in size else _empty(rows, rows.shape[1], size)
+        patch = _gather(rows, every, _positions(start, size)) if 0 not in size else _empty(rows, len(rows), size)
         return Changed(self, self.base, examples.to(rows.device), patch, start, lo, hi)
 
     def base_of(self, func, args, kwargs, compute: Callable[[], Tensor]) -> Tensor:
-        """The unperturbed result of ``func(*args, **kwargs)``: cached by the
-        function and the identity of its arguments (a :class:`Changed` argument by its
-        base), so every batch after the first reuses it."""
+        """The unperturbed result of ``func(*args, **kwargs)``, without autograd:
+        cached, during the first batch (the unperturbed one), by the function and the
+        identity of its arguments (a :class:`Changed` argument by its base), so every
+        later batch reuses it. A later miss (an argument made anew by every forward, a
+        weight-normalised kernel) is recomputed, not stored."""
         leaves, spec = tree_flatten((args, kwargs))
         key = (func, spec, tuple(_key(v) for v in leaves))
         hit = self._cache.get(key)
         if hit is not None:
             return hit[0]
-        out = compute()
+        with torch.no_grad():  # the base is an inference tensor when cached; the probe batch runs with autograd
+            out = compute()
         size = out.numel() * out.element_size()
-        if self.report.cached_bytes + size <= self.cache_limit:
+        if self.batches <= 1 and self.report.cached_bytes + size <= self.cache_limit:
             # the tensors of the key stay referenced, so their ids cannot be reused
-            self._cache[key] = (out, [v for v in leaves if isinstance(v, Tensor)])
+            kept = [v.base if isinstance(v, Changed) else v for v in leaves if isinstance(v, Tensor)]
+            self._cache[key] = (out, kept)
             self.report.cached_bytes += size
         return out
 
@@ -108,7 +114,7 @@ class Engine:
             self.report.whole_ops += 1
             return whole()
         self.report.incremental_ops += 1
-        patch = compute(start, size) if 0 not in size else _empty(base, base.shape[1], size)
+        patch = compute(start, size) if 0 not in size else _empty(base, len(like.example), size)
         return Changed(self, base, like.example, patch, start, lo, hi)
 
     def in_full(self, func, after_whole: bool) -> None:
@@ -146,8 +152,9 @@ def _meets_full_rows(changed: "Changed", leaves) -> bool:
     )
 
 
-def _empty(like: Tensor, channels: int, size) -> Tensor:
-    return like.new_empty((like.shape[0] if like.dim() else 0, channels) + tuple(size))
+def _empty(like: Tensor, rows: int, size) -> Tensor:
+    """An empty patch of ``rows`` rows with ``like``'s channels (a batch without change)."""
+    return like.new_empty((rows, like.shape[1]) + tuple(size))
 
 
 def _positions(start: Tensor, size: tuple[int, ...]) -> list[Tensor]:

@@ -131,7 +131,7 @@ def adaptive_pool(func, input, output_size, *rest):
     base = input.engine.base_of(func, (input, output_size), {}, lambda: func(input.base, output_size))
     sizes, out = tuple(input.shape[2:]), tuple(base.shape[2:])
     if sizes == out:
-        return input
+        return input.with_patch(base, input.patch)  # a new tensor, as PyTorch's: in place on it leaves the input
     if any(n % o for n, o in zip(sizes, out)):
         return NotImplemented
     kernel = tuple(n // o for n, o in zip(sizes, out))
@@ -187,8 +187,11 @@ def _in_place(out_of_place):
         if not _usable(input):
             return NotImplemented
         out = RULES[out_of_place](out_of_place, input, *args, **kwargs)
-        if not isinstance(out, Changed):
-            return NotImplemented  # an in-place result that is not a Changed batch: run it in full
+        if out is NotImplemented:
+            return out
+        if not isinstance(out, Changed):  # computed whole: the batch becomes those rows
+            input.full = out
+            return out
         return input.become(out)
 
     return rule
