@@ -20,7 +20,10 @@ class UsageError(Exception):
 
 
 def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     p = argparse.ArgumentParser(prog="torchexplain", description="Explain PyTorch models' predictions.")
+    p.add_argument("--version", action="version", version=f"torchexplain {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="explain shipped digits with the bundled model and write a report")
     demo.add_argument("--out", default="torchexplain-demo", help="output directory (default: torchexplain-demo)")
