@@ -37,7 +37,7 @@ class Incremental:
     (the largest box); ``mode`` and ``threshold`` are the method's arguments."""
 
     def __init__(self, mode, threshold, inputs: tuple[Tensor, ...], adapter, box_fraction: float):
-        if not any(mode is m or (isinstance(m, str) and mode == m) for m in MODES):
+        if not (isinstance(mode, bool) or (isinstance(mode, str) and mode in MODES)):
             raise ValueError(f'incremental must be "auto", True, False or "approximate"; got {mode!r}')
         if threshold is None:
             threshold = DEFAULT_THRESHOLD

@@ -24,6 +24,7 @@ import numbers
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils._pytree import tree_flatten
 
 from .incremental import Changed, union, window_box  # imported by .incremental once Changed exists
 
@@ -33,10 +34,17 @@ def _usable(x) -> bool:
 
 
 def _changed_in(*values) -> bool:
-    flat = []
-    for v in values:
-        flat.extend(v if isinstance(v, (list, tuple)) else [v])
-    return any(isinstance(v, Changed) for v in flat)
+    return any(isinstance(v, Changed) for v in tree_flatten(values)[0])
+
+
+def _base(func, input: Changed, *args, **kwargs) -> Tensor:
+    """``func`` on the unperturbed activation (cached by the engine)."""
+    return input.engine.base_of(func, (input,) + args, kwargs, lambda: func(input.base, *args, **kwargs))
+
+
+def _same_box(func, input: Changed, *args, **kwargs) -> Changed:
+    """A function of each position alone: the result changes where the input did."""
+    return input.with_patch(_base(func, input, *args, **kwargs), func(input.patch, *args, **kwargs))
 
 
 def _tuple(v, k: int) -> tuple[int, ...]:
@@ -87,8 +95,7 @@ def conv(func, input, weight, bias=None, stride=1, padding=0, dilation=1, groups
     if pad is None:
         return NotImplemented
     args = (weight, bias, stride, padding, dilation, groups)
-    base = input.engine.base_of(func, (input,) + args, {}, lambda: func(input.base, *args))
-    return _window(input, base, kernel, s, pad, d, 0.0,
+    return _window(input, _base(func, input, *args), kernel, s, pad, d, 0.0,
                    lambda r: func(r, weight, bias, s, 0, d, groups), lambda: func(input.materialize(), *args))
 
 
@@ -100,8 +107,7 @@ def max_pool(func, input, kernel_size, stride=None, padding=0, dilation=1, ceil_
     s = _stride(stride, kernel)
     d, pad = _tuple(dilation, k), _tuple(padding, k)
     args = (kernel_size, stride, padding, dilation, ceil_mode)
-    base = input.engine.base_of(func, (input,) + args, {}, lambda: func(input.base, *args))
-    return _window(input, base, kernel, s, pad, d, -math.inf,
+    return _window(input, _base(func, input, *args), kernel, s, pad, d, -math.inf,
                    lambda r: func(r, kernel, s, 0, d, False), lambda: func(input.materialize(), *args))
 
 
@@ -118,8 +124,7 @@ def avg_pool(func, input, kernel_size, stride=None, padding=0, ceil_mode=False, 
     s = _stride(stride, kernel)
     args = (kernel_size, stride, padding, ceil_mode, count_include_pad)
     extra = (divisor_override,) if divisor_override is not None else ()
-    base = input.engine.base_of(func, (input,) + args + extra, {}, lambda: func(input.base, *args, *extra))
-    return _window(input, base, kernel, s, pad, (1,) * k, 0.0,
+    return _window(input, _base(func, input, *args, *extra), kernel, s, pad, (1,) * k, 0.0,
                    lambda r: func(r, kernel, s, 0, False, True, *extra),
                    lambda: func(input.materialize(), *args, *extra))
 
@@ -128,7 +133,7 @@ def adaptive_pool(func, input, output_size, *rest):
     """Adaptive pooling is a plain window when every bin has the same size."""
     if not _usable(input) or rest:
         return NotImplemented
-    base = input.engine.base_of(func, (input, output_size), {}, lambda: func(input.base, output_size))
+    base = _base(func, input, output_size)
     sizes, out = tuple(input.shape[2:]), tuple(base.shape[2:])
     if sizes == out:
         return input.with_patch(base, input.patch)  # a new tensor, as PyTorch's: in place on it leaves the input
@@ -160,8 +165,7 @@ def pointwise(func, input, *args, **kwargs):
     norm, arithmetic with a constant): the result changes where the input did."""
     if not _usable(input) or not all(_constant(v, input) for v in list(args) + list(kwargs.values())):
         return NotImplemented
-    base = input.engine.base_of(func, (input,) + args, kwargs, lambda: func(input.base, *args, **kwargs))
-    return input.with_patch(base, func(input.patch, *args, **kwargs))
+    return _same_box(func, input, *args, **kwargs)
 
 
 def _without_inplace(func):
@@ -202,9 +206,7 @@ def batch_norm(func, input, running_mean, running_var, weight=None, bias=None, t
     """Batch norm with running statistics (eval mode) is a per-channel affine map."""
     if training or running_mean is None or not _usable(input) or _changed_in(running_mean, running_var, weight, bias):
         return NotImplemented
-    args = (running_mean, running_var, weight, bias, False, momentum, eps)
-    base = input.engine.base_of(func, (input,) + args, {}, lambda: func(input.base, *args))
-    return input.with_patch(base, func(input.patch, *args))
+    return _same_box(func, input, running_mean, running_var, weight, bias, False, momentum, eps)
 
 
 def dropout(func, input, p=0.5, training=True, inplace=False):
@@ -221,8 +223,7 @@ def binary(func, a, b, *args, **kwargs):
     if not isinstance(b, Changed):
         if not _usable(a) or not _constant(b, a):
             return NotImplemented
-        base = a.engine.base_of(func, (a, b) + args, kwargs, lambda: func(a.base, b, *args, **kwargs))
-        return a.with_patch(base, func(a.patch, b, *args, **kwargs))
+        return _same_box(func, a, b, *args, **kwargs)
     if not (_usable(a) and _usable(b)) or a.shape != b.shape or a.example is not b.example:
         return NotImplemented
     if not all(_constant(v, a) for v in list(args) + list(kwargs.values())):
