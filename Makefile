@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP_FLAGS ?= --disable-pip-version-check -q
 
-.PHONY: test test-fast demo install bench clean
+.PHONY: test test-fast demo docs install bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -18,6 +18,10 @@ test: install
 test-fast: install
 	$(PY) -m pytest tests -q -m "not slow and not browser and not gpu and not ray"
 
+# the documentation site, offline and strict (a warning fails it), tutorials executed, into site/
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
 demo: install
 	$(VENV)/bin/torchexplain demo
 
@@ -25,4 +29,4 @@ bench: install
 	$(PY) benchmarks/bench_gradient.py
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info
+	rm -rf $(VENV) build dist site src/*.egg-info

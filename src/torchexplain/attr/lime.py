@@ -162,7 +162,8 @@ class Lime(LimeBase):
                 budget) or an int, as in Captum; results do not depend on it.
             return_input_shape: coefficients in the inputs' shapes (each position
                 gets its feature's value), else an ``(N, n_features)`` tensor.
-            generator / seed (beyond Captum): make the default sampling reproducible.
+            generator: (beyond Captum) a ``torch.Generator`` for the default sampling.
+            seed: (beyond Captum) an int seed for it; either makes the result reproducible.
             forward_kwargs (beyond Captum): keyword arguments of the model; tensors
                 batched over the examples follow their example.
         """

@@ -190,8 +190,14 @@ class Alpha1_Beta0_Rule(Rule):  # noqa: N801 (Captum's name)
         return {"set_bias_to_zero": self.set_bias_to_zero, "epsilon": self.eps}
 
 
-# Captum's names for the rules with the same meaning.
-PropagationRule, EpsilonRule, GammaRule, IdentityRule = Rule, Epsilon, Gamma, Identity
+#: Captum's name for `Rule`
+PropagationRule = Rule
+#: Captum's name for `Epsilon`
+EpsilonRule = Epsilon
+#: Captum's name for `Gamma`
+GammaRule = Gamma
+#: Captum's name for `Identity`
+IdentityRule = Identity
 
 
 class _CaptumRule(Rule):

@@ -134,9 +134,10 @@ class RISE(Attribution):
             p: probability that a grid cell is kept, in (0, 1].
             baselines: what masked-out pixels become (broadcast to the inputs); None
                 is zero, i.e. the paper's ``x * M``; else ``b + M * (x - b)``.
-            generator / seed: a CPU ``torch.Generator`` or an int seed; the masks
-                are drawn from it up front, so a seed gives the same result for any
-                ``perturbations_per_eval``. Neither: the global RNG.
+            generator: a CPU ``torch.Generator``; the masks are drawn from it up
+                front, so the result is the same for any ``perturbations_per_eval``.
+            seed: an int seed, the same as a generator seeded with it. Neither:
+                the global RNG.
             show_progress: a tqdm bar over the masked evaluations.
             forward_kwargs (beyond the paper): keyword arguments of the model;
                 tensors batched over the examples follow their example.

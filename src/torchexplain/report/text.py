@@ -42,7 +42,8 @@ class TextAttributionSection(Section):
 
     Args:
         attributions: ``{method: TokenAttribution or result or dict}`` (or one result).
-        prompt / target: the texts, shown above the tables when given.
+        prompt: the prompt's text, shown above the tables when given.
+        target: the target's text, likewise.
         seconds: ``{method: seconds}`` for the summary's time column.
         lead: the paragraph under the title, HTML (a default explains the tables).
     """
