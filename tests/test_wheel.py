@@ -1,6 +1,7 @@
-"""The wheel works on its own: built from the checkout, installed into a fresh virtual
-environment outside it, it answers ``--version``, runs the demo and imports every
-package with its data (the digits model, the tree hierarchies, the app's static files).
+"""The wheel works on its own: built with ``python -m build`` (an sdist, then the wheel
+from the sdist) and installed into a fresh virtual environment outside the checkout, it
+answers ``--version``, runs the demo and imports every package with its data (the
+digits model, the tree hierarchies, the app's static files).
 
 The fresh environment borrows the third-party dependencies (torch and the rest) from
 the development environment through a path entry: installing torch again would take
@@ -35,8 +36,10 @@ def installed(tmp_path_factory):
     shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(source),
-                    "-w", str(work / "dist")], check=True, cwd=work, capture_output=True)
+    # python -m build: the sdist, then the wheel built from the unpacked sdist (so the sdist is complete);
+    # no isolation: the build backend comes from the development environment, offline
+    subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(work / "dist"), str(source)],
+                   check=True, cwd=work, capture_output=True)
     wheel = next((work / "dist").glob("torchexplain-*.whl"))
     env_dir = work / "env"
     venv.EnvBuilder(with_pip=True).create(env_dir)
@@ -47,6 +50,18 @@ def installed(tmp_path_factory):
                               capture_output=True, text=True).stdout.strip())
     (own / "borrowed_dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     return wheel, python, work
+
+
+def test_sdist_holds_the_sources_and_the_data(installed):
+    import tarfile
+
+    _, _, work = installed
+    (sdist,) = (work / "dist").glob("torchexplain-*.tar.gz")
+    assert sdist.name == f"torchexplain-{torchexplain.__version__}.tar.gz"
+    names = {n.split("/", 1)[1] for n in tarfile.open(sdist).getnames() if "/" in n}
+    assert {"pyproject.toml", "README.md", "src/torchexplain/__init__.py", "src/torchexplain/py.typed"} <= names
+    assert any(n.startswith("src/torchexplain/models/data/") for n in names)
+    assert any(n.startswith("src/torchexplain/app/static/") for n in names)
 
 
 def _run(python: Path, cwd: Path, *args: str) -> str:
