@@ -12,6 +12,37 @@ __all__ = ["create_app", "serve"]
 
 
 def create_app(*args, **kwargs):
+    """Build the web app's ASGI application (a FastAPI app) without serving it; pass it
+    to an ASGI server (uvicorn, as :func:`serve` does) or to FastAPI's ``TestClient``.
+
+    Takes the arguments of ``torchexplain.app.server.create_app``:
+
+    * ``models``: ``{name: ServedModel}``, the models offered (build it with
+      ``torchexplain.app.state.load_models(["digits", ...])``); the first one is the
+      default;
+    * ``max_upload`` (keyword): the largest accepted image upload, in bytes (default
+      20 MiB);
+    * ``samples`` (keyword): image files offered in the page as samples (e.g.
+      ``torchexplain.models.sample_images()``);
+    * ``runs`` (keyword): output folders of ``torchexplain explain`` and
+      ``explain-dataset`` to browse, served by id;
+    * ``workers`` (keyword): threads running explanation jobs (default 2).
+
+    The app serves the page at ``/``, its JSON API under ``/api/`` (``/api/info``:
+    the models, methods and samples) and stops its jobs when its lifespan ends.
+    Importing this package needs nothing extra; calling this needs FastAPI
+    (``pip install 'torchexplain[app]'``).
+
+    Examples:
+        >>> from fastapi.testclient import TestClient
+        >>> from torchexplain.app import create_app
+        >>> from torchexplain.app.state import load_models
+        >>> app = create_app(load_models(["digits"]))
+        >>> with TestClient(app) as client:
+        ...     info = client.get("/api/info").json()
+        >>> [model["name"] for model in info["models"]], sorted(info)
+        (['digits'], ['max_upload', 'methods', 'models', 'samples'])
+    """
     from .server import create_app as build
 
     return build(*args, **kwargs)

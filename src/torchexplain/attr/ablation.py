@@ -44,10 +44,12 @@ def _drops(blocks: Blocks) -> Tensor:
 @register("feature_ablation", aliases=("ablation",), order=120, defaults=grid_mask(8),
           description="zeroing each cell of an 8x8 grid")
 class FeatureAblation(PerturbationAttribution):
-    """Replace each feature (a group of input scalars sharing a ``feature_mask`` id;
-    every scalar by default) with its baseline; its attribution is the drop in the
-    explained output, ``F(x) - F(x with the feature ablated)``, given to every scalar
-    of the feature.
+    r"""Feature ablation: each feature is set to its baseline and the drop of the explained output is its attribution.
+
+    A feature is a group of input scalars sharing a ``feature_mask`` id (every
+    scalar by default); it is replaced by its baseline, and its attribution, the drop
+    in the explained output ``F(x) - F(x with the feature ablated)``, is given to every
+    scalar of the feature.
 
     Every ablation runs batched: ``perturbations_per_eval="auto"`` sizes the batches
     from the memory budget; an int is Captum's number of ablations per forward.
@@ -57,6 +59,37 @@ class FeatureAblation(PerturbationAttribution):
     with ``target=None`` on a model with several outputs per example, every output
     element is attributed (rows ``example * outputs + output``).
     ``attribute_future`` takes a ``forward_func`` returning ``torch.futures.Future``.
+
+    Formula:
+        $$\phi_i = F(x) - F\big(x \odot (1 - \mathbb{1}_{f(i)}) + x' \odot \mathbb{1}_{f(i)}\big)$$
+
+        with \(f(i)\) the feature of scalar \(i\), \(\mathbb{1}_{f}\) the indicator of the
+        scalars of feature \(f\) and \(x'\) the ``baselines`` (0 by default). For a model
+        additive in the features, the drops of the features sum to \(F(x) - F(x')\).
+
+    Cost:
+        \(1 + M\) forward passes per example and no backward pass, \(M\) the number of
+        features (distinct ``feature_mask`` ids; every scalar by default): the inputs
+        once, then one ablated copy per feature, ``perturbations_per_eval`` ablations per
+        forward call. A model with one output for the whole batch gets one forward of
+        the batch per feature. With ``incremental`` an ablated copy recomputes only the
+        part of each layer that its feature changes.
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.attr import FeatureAblation
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+        >>> x = torch.randn(2, 4)
+        >>> mask = torch.tensor([[0, 0, 1, 1]])  # two features of two scalars each
+        >>> attributions = FeatureAblation(model).attribute(x, target=0, feature_mask=mask)
+        >>> attributions.shape
+        torch.Size([2, 4])
+        >>> ablated = x.clone()
+        >>> ablated[:, :2] = 0  # feature 0 at its baseline
+        >>> bool(torch.allclose(attributions[:, 0], model(x)[:, 0] - model(ablated)[:, 0], atol=1e-6))
+        True
+        >>> bool(torch.equal(attributions[:, 0], attributions[:, 1]))
+        True
     """
 
     incremental_report: IncrementalReport | None = None
@@ -127,9 +160,11 @@ class FeatureAblation(PerturbationAttribution):
 @register("feature_permutation", aliases=("permutation",), order=130, defaults=grid_mask(8),
           description="permuting each grid cell across the batch (needs 2+ inputs)")
 class FeaturePermutation(FeatureAblation):
-    """Permutation feature importance: each feature is shuffled across the batch (every
-    example takes the feature's values from another example, the same permutation for
-    every input tensor of the batch that the feature spans) and its attribution is
+    r"""Permutation feature importance (Breiman 2001): the output's drop when a feature is shuffled across the batch.
+
+    Each feature is shuffled across the batch (every example takes the feature's
+    values from another example, the same permutation for every input tensor of the
+    batch that the feature spans) and its attribution is
     ``F(x) - F(x with the feature permuted)``: per example, or for the whole batch
     when ``forward_func`` returns one value for it (a loss, the usual case).
 
@@ -142,6 +177,35 @@ class FeaturePermutation(FeatureAblation):
     receives an input tensor and a bool mask of the feature and returns the permuted
     tensor. Beyond Captum, ``generator`` or ``seed`` make the permutations reproducible
     without touching torch's global generator (used, as in Captum, when neither is given).
+
+    Formula:
+        $$\phi_i = F(X) - F\big(X \odot (1 - \mathbb{1}_{f(i)}) + P_{f(i)} X \odot \mathbb{1}_{f(i)}\big)$$
+
+        with \(X\) the batch, \(f(i)\) the feature of scalar \(i\), \(\mathbb{1}_{f}\) the
+        indicator of its scalars and \(P_f X\) the batch with its examples reordered by a
+        random permutation drawn for feature \(f\) (never the identity). \(F(X)\) is
+        read per example, or once for a whole-batch model. A feature the model ignores
+        gets 0.
+
+    Cost:
+        \(1 + M\) forward passes per example and no backward pass, \(M\) the number of
+        features: the batch once, then one permuted copy per feature, batched as in
+        :class:`FeatureAblation`; for a whole-batch model, \(1 + M\) forward passes of
+        the batch, one at a time.
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.attr import FeaturePermutation
+        >>> model = torch.nn.Linear(3, 1)
+        >>> with torch.no_grad():
+        ...     _ = model.weight[0, 2].zero_()  # the model ignores feature 2
+        >>> loss = lambda inputs: model(inputs).square().mean()  # one value for the batch
+        >>> x = torch.randn(8, 3)
+        >>> attributions = FeaturePermutation(loss).attribute(x, seed=0)
+        >>> attributions.shape  # one row: the batch's loss
+        torch.Size([1, 3])
+        >>> bool(torch.allclose(attributions[:, 2], torch.zeros(1)))
+        True
     """
 
     def __init__(self, forward_func, perm_func: Callable | None = None, output_selector=None):

@@ -71,11 +71,45 @@ class _Plan:
 
 
 class DataLoaderAttribution(Attribution):
-    """Attributes a dataset-wide metric to input features (see the module docstring).
+    r"""Attributes a dataset-wide metric to input features by feature ablation over a
+    whole DataLoader (Captum 0.9's DataLoaderAttribution; see the module docstring).
 
     Args:
         attr_method: a :class:`~torchexplain.attr.FeatureAblation` (the only method
             Captum supports); its ``forward_func`` is the model.
+
+    Formula:
+        $$\phi_{k,f} = M(D)_k - M(D_{f \leftarrow b})_k$$
+
+        with \(M(D)\) the metric of the dataset \(D\): the model's outputs on every batch
+        folded by ``reduce`` (concatenated by default) and turned into a tensor by
+        ``to_metric`` (the folded value itself by default), \(k\) an element of that
+        metric, and \(D_{f \leftarrow b}\) the dataset with feature \(f\) (a
+        ``feature_mask`` id shared by every batch; each scalar alone by default) set to
+        its ``baselines`` value (0 by default) in every example. Every scalar of a
+        feature gets the feature's drop.
+
+    Cost:
+        No backward pass. With \(G\) features and \(p\) = ``perturbations_per_pass``,
+        the loader is read \(2 + \lceil G / p \rceil\) times (the first time for one
+        batch only): one pass for the unperturbed metric, then one pass per \(p\)
+        features, in which each batch's \(p\) perturbed copies run in one forward when
+        the model's outputs are per example (else one forward each). So \(1 + G\)
+        forward evaluations of every example in all.
+
+    Examples:
+        >>> import torch
+        >>> from torch.utils.data import DataLoader
+        >>> from torchexplain.attr import DataLoaderAttribution, FeatureAblation
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 1))
+        >>> x = torch.randn(8, 3)
+        >>> dla = DataLoaderAttribution(FeatureAblation(model))
+        >>> attributions = dla.attribute(DataLoader(x, batch_size=4), to_metric=lambda outputs: outputs.mean(0))
+        >>> attributions.shape  # (metric elements, *input.shape[1:])
+        torch.Size([1, 3])
+        >>> # the metric is the mean output: zeroing feature i lowers it by weight_i * mean_i
+        >>> bool(torch.allclose(attributions, model[0].weight * x.mean(0), atol=1e-5))
+        True
     """
 
     def __init__(self, attr_method) -> None:

@@ -62,8 +62,42 @@ def multiplier_attributions(multipliers, xs, refs, custom=None, multiply: bool =
 
 @register("deeplift", aliases=("deep_lift",), delta=True, order=80, description="DeepLIFT (rescale)")
 class DeepLift(BaselineAttribution):
-    """DeepLIFT, rescale rule. ``custom_attribution_func(multipliers, inputs,
-    baselines)`` may replace ``multipliers * (inputs - baselines)``."""
+    r"""DeepLIFT with the rescale rule (Shrikumar et al. 2017): multipliers propagated
+    back from the target output, times the input's difference from the baseline.
+    ``custom_attribution_func(multipliers, inputs, baselines)`` may replace
+    ``multipliers * (inputs - baselines)``.
+
+    Formula:
+        $$\phi_i = m_i \, (x_i - x'_i), \qquad
+        m_{\mathrm{in}} = m_{\mathrm{out}} \odot \frac{f(z) - f(z')}{z - z'}$$
+
+        with \(x'\) the baseline (zero by default) and \(m_i\) the multiplier of input
+        \(x_i\): the backward pass from the target output \(F\), in which every
+        activation (and max-pool) \(y = f(z)\) passes back the secant slope between its
+        input \(z\) and its input \(z'\) for the baseline (the ordinary derivative where
+        \(|z - z'| <\) ``eps``) instead of its derivative. With
+        ``multiply_by_inputs=False`` the result is \(m_i\). Summation to delta:
+        \(\sum_i \phi_i = F(x) - F(x')\) for ReLU / max-pool / eval-mode BatchNorm
+        networks; ``return_convergence_delta`` returns the gap.
+
+    Cost:
+        One forward and one backward pass per example, each chunk of examples run
+        together with its baselines as one batch ``[x; x']`` (twice the rows); two more
+        forward passes (of \(x\) and of \(x'\)) for ``return_convergence_delta``. Chunks
+        follow ``internal_batch_size``.
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.attr import DeepLift
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+        >>> x = torch.randn(2, 3)
+        >>> attributions, delta = DeepLift(model).attribute(x, target=0, return_convergence_delta=True)
+        >>> attributions.shape, delta.shape
+        (torch.Size([2, 3]), torch.Size([2]))
+        >>> gap = model(x)[:, 0] - model(torch.zeros(1, 3))[:, 0]
+        >>> bool(torch.allclose(attributions.sum(1), gap, atol=1e-5))
+        True
+    """
 
     def __init__(self, model, multiply_by_inputs: bool = True, eps: float = 1e-10, output_selector=None):
         super().__init__(model, multiply_by_inputs, output_selector)
@@ -121,10 +155,38 @@ class DeepLift(BaselineAttribution):
           defaults=lambda x: {"baselines": zero_and_mean_baselines(x)},
           description="DeepLIFT averaged over a zero and a mean-image baseline")
 class DeepLiftShap(DeepLift):
-    """DeepLIFT against each row of a baseline distribution, averaged: an
-    approximation of SHAP values (Lundberg & Lee 2017). With
+    r"""DeepLiftShap (Lundberg & Lee 2017): DeepLIFT against each row of a baseline
+    distribution, averaged, an approximation of SHAP values. With
     ``return_convergence_delta`` the delta has one entry per (example, baseline row),
-    example-major, each for DeepLIFT against that row, as in Captum."""
+    example-major, each for DeepLIFT against that row, as in Captum.
+
+    Formula:
+        $$\phi_i = \frac{1}{B} \sum_{j=1}^{B} m_i^{(j)} \, (x_i - b_{j,i})$$
+
+        with \(b_1, \dots, b_B\) the rows of ``baselines`` and \(m^{(j)}\) the DeepLIFT
+        (rescale) multipliers of \(x\) against \(b_j\) (see :class:`DeepLift`); with
+        ``multiply_by_inputs=False`` the multipliers alone are averaged. Where DeepLIFT
+        sums to delta: \(\sum_i \phi_i = F(x) - \frac{1}{B} \sum_j F(b_j)\).
+
+    Cost:
+        \(B\) forward and backward passes per example, one per baseline row: all
+        (example, baseline) pairs are rows of one chunked evaluation, each chunk run
+        together with its baselines as one batch (twice the rows); \(2B\) more forward
+        passes for ``return_convergence_delta``. Chunks follow ``internal_batch_size``.
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.attr import DeepLiftShap
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+        >>> x, baselines = torch.randn(2, 3), torch.randn(5, 3)
+        >>> dls = DeepLiftShap(model)
+        >>> attributions, delta = dls.attribute(x, baselines, target=0, return_convergence_delta=True)
+        >>> attributions.shape, delta.shape
+        (torch.Size([2, 3]), torch.Size([10]))
+        >>> gap = model(x)[:, 0] - model(baselines)[:, 0].mean()
+        >>> bool(torch.allclose(attributions.sum(1), gap, atol=1e-5))
+        True
+    """
 
     def attribute(
         self,

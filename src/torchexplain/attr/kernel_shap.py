@@ -16,9 +16,37 @@ from .surrogate import WeightedLinearRegression
 @register("kernel_shap", aliases=("kernelshap",), order=160, defaults=grid_mask(8, n_samples=200, seed=0),
           description="KernelSHAP over 8x8 grid cells, 200 samples")
 class KernelShap(Lime):
-    """KernelSHAP (Lundberg and Lee 2017): Lime with the Shapley kernel, so that with
+    r"""KernelSHAP (Lundberg and Lee 2017): Lime with the Shapley kernel, so that with
     enough samples the coefficients approach the Shapley values of the features
-    (with features set to ``baselines`` when absent)."""
+    (with features set to ``baselines`` when absent).
+
+    Formula:
+        $$(b, c) = \operatorname{argmin}_{b,\, c} \sum_{s=1}^{S} \pi_s \big(F(h(z_s)) - b - c^\top z_s\big)^2
+        + \lambda \lVert c \rVert^2$$
+
+        with \(h\) as in :class:`Lime`, \(z_1 = \mathbf{1}\) and \(z_2 = \mathbf{0}\) of
+        weight \(\pi = 10^6\), and the other \(z_s\) of weight 1, drawn with \(k\) ones at
+        random positions, \(k\) with probability proportional to \((M - 1) / (k (M - k))\):
+        sampling from the Shapley kernel \(\frac{M - 1}{\binom{M}{k} k (M - k)}\) rather than
+        weighting by it; \(\lambda = 10^{-6} \operatorname{median}_s \pi_s\). The heavy end
+        points make efficiency hold closely: \(\sum_f c_f \approx F(x) - F(x')\).
+
+    Cost:
+        \(S\) = ``n_samples`` forward passes per example and no backward pass, as in
+        :class:`Lime`, then one least-squares fit per example.
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.attr import KernelShap
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+        >>> x = torch.randn(2, 3)
+        >>> coefficients = KernelShap(model).attribute(x, target=0, n_samples=100, seed=0)
+        >>> coefficients.shape
+        torch.Size([2, 3])
+        >>> gap = model(x)[:, 0] - model(torch.zeros(1, 3))[:, 0]
+        >>> bool(torch.allclose(coefficients.sum(1), gap, atol=1e-4))
+        True
+    """
 
     #: weight of the all-ones and all-zeros samples ("infinite" in the paper)
     inf_weight = 1e6

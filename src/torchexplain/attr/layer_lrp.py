@@ -17,7 +17,8 @@ from .lrp import LRP
 
 
 class LayerLRP(LRP, LayerAttribution):
-    """Layer-wise relevance propagation to a layer (or a list of layers), Captum-compatible.
+    r"""Layer-wise relevance propagation (Bach et al. 2015) to a layer (or a list of layers),
+    Captum-compatible.
 
     ``layer`` is a module of the model, its dotted name, or a list of those (Captum's
     ``ModuleOrModuleList``); a list gives a list of results, one per layer. Rules are
@@ -29,6 +30,33 @@ class LayerLRP(LRP, LayerAttribution):
     ``attribute_to_layer_input=True``): a tensor, or a tuple when the layer has several;
     with ``return_convergence_delta``, also ``f(x) - sum(R_layer)`` per example (a list
     of those for a list of layers).
+
+    Formula:
+        $$R_h = F(x) \, \hat{g}_h$$
+
+        with \(h\) the layer's output (or input) values, \(F(x)\) the target output and
+        \(\hat{g}_h\) the backward pass from \(F\) to \(h\) under the LRP rules:
+        \(R_h\) is the relevance of :class:`LRP` (same rules, e.g. epsilon:
+        \(R_j = \sum_k x_j w_{jk} R_k / (z_k + \epsilon \operatorname{sign}(z_k))\)) where it
+        reaches the layer. Conservation: \(\sum R_h = F(x)\) when every layer above
+        conserves relevance (e.g. bias-free, \(\epsilon \to 0\)); the delta returns
+        \(F(x) - \sum R_h\).
+
+    Cost:
+        One forward and one backward pass per example for all the layers together
+        (the backward under the rules), batched in chunks of ``internal_batch_size``.
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.attr import LayerLRP
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4, bias=False), torch.nn.ReLU(),
+        ...                             torch.nn.Linear(4, 2, bias=False))
+        >>> x = torch.randn(2, 3)
+        >>> relevance, delta = LayerLRP(model, model[1]).attribute(x, target=0, return_convergence_delta=True)
+        >>> relevance.shape, delta.shape
+        (torch.Size([2, 4]), torch.Size([2]))
+        >>> bool(delta.abs().max() < 1e-4)
+        True
     """
 
     def __init__(self, model: nn.Module, layer, rules=None, composite=None, fold_batchnorm: bool = False,

@@ -56,8 +56,8 @@ class _LayerPath(LayerAttribution):
 
 
 class LayerIntegratedGradients(_LayerPath):
-    """Integrated gradients of the layer's values (Captum's LayerIntegratedGradients):
-    the model runs on the inputs with the layer's output (input, with
+    r"""Integrated gradients of a layer's values (Sundararajan et al. 2017; Captum's
+    LayerIntegratedGradients): the model runs on the inputs with the layer's output (input, with
     ``attribute_to_layer_input=True``) replaced by points ``v0 + alpha * (v - v0)``
     between its values at the baselines (``v0``) and at the inputs (``v``);
     ``A = (v - v0) * sum_k w_k dF/dv(point_k)`` (the gradient sum alone with
@@ -68,7 +68,40 @@ class LayerIntegratedGradients(_LayerPath):
     (along one path; none may compute another's values) and the result is a list with
     one entry per layer; the convergence delta sums every layer's attributions.
     ``grad_kwargs`` (Captum's) go to ``torch.autograd.grad``; with
-    ``materialize_grads=True`` a layer that does not reach the output gets zeros."""
+    ``materialize_grads=True`` a layer that does not reach the output gets zeros.
+
+    Formula:
+        $$\phi_j = (h_j - h'_j) \int_0^1 \frac{\partial F_x(h' + \alpha (h - h'))}{\partial h_j}\, d\alpha
+        \approx (h_j - h'_j) \sum_{k=1}^{m} w_k \frac{\partial F_x(h' + \alpha_k (h - h'))}{\partial h_j}$$
+
+        with \(h\) and \(h'\) the layer's values for the input \(x\) and the baseline
+        \(x'\) (zero by default), \(F_x(v)\) the target output of the model run on \(x\)
+        with the layer's values replaced by \(v\), and the \(m\) = ``n_steps`` points
+        \(\alpha_k\) and weights \(w_k\) of ``method`` (Gauss-Legendre by default). With
+        ``multiply_by_inputs=False`` the factor \((h_j - h'_j)\) is left out.
+        Completeness: \(\sum_j \phi_j = F_x(h) - F_x(h')\) up to the quadrature error,
+        which is \(F(x) - F(x')\) when the output depends on the inputs only through the
+        layer; ``return_convergence_delta`` returns the sum minus \(F(x) - F(x')\).
+
+    Cost:
+        Two forward passes without gradients (the layer's values for the inputs and for
+        the baselines), then ``n_steps`` forward and backward passes per example, batched
+        in chunks of ``internal_batch_size`` rows (``"auto"``: from the memory budget);
+        two more forward passes for ``return_convergence_delta``. A list of layers costs
+        the same passes as one layer.
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.attr import LayerIntegratedGradients
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+        >>> x = torch.randn(2, 3)
+        >>> lig = LayerIntegratedGradients(model, model[0])
+        >>> attributions, delta = lig.attribute(x, target=1, return_convergence_delta=True)
+        >>> attributions.shape, delta.shape
+        (torch.Size([2, 4]), torch.Size([2]))
+        >>> bool(delta.abs().max() < 1e-4)
+        True
+    """
 
     _takes_layer_list = True
 
@@ -115,10 +148,37 @@ class LayerIntegratedGradients(_LayerPath):
 
 
 class InternalInfluence(LayerAttribution):
-    """Internal influence (Leino et al. 2018): the layer's gradients integrated along
+    r"""Internal influence (Leino et al. 2018): the layer's gradients integrated along
     the straight path from the baselines to the inputs (in input space),
     ``sum_k w_k dF/dlayer(x0 + alpha_k (x - x0))``. ``grad_kwargs`` (Captum's) go to
-    ``torch.autograd.grad``."""
+    ``torch.autograd.grad``.
+
+    Formula:
+        $$\phi_j = \int_0^1 \frac{\partial F(x' + \alpha (x - x'))}{\partial h_j}\, d\alpha
+        \approx \sum_{k=1}^{m} w_k \frac{\partial F(x' + \alpha_k (x - x'))}{\partial h_j}$$
+
+        with \(h_j\) a unit of the layer's output (input, with
+        ``attribute_to_layer_input=True``), \(F\) the target output, \(x'\) the baseline
+        (zero by default) and the \(m\) = ``n_steps`` points \(\alpha_k\) and weights
+        \(w_k\) of ``method`` (Gauss-Legendre by default). The gradient is not multiplied
+        by any difference, so there is no completeness property.
+
+    Cost:
+        ``n_steps`` forward and backward passes per example, batched in chunks of
+        ``internal_batch_size`` rows (``"auto"``: from the memory budget).
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.attr import InternalInfluence
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+        >>> x = torch.randn(2, 3)
+        >>> attributions = InternalInfluence(model, model[1]).attribute(x, target=0)
+        >>> attributions.shape
+        torch.Size([2, 4])
+        >>> # above a linear head the gradient is the head's weights at every point
+        >>> bool(torch.allclose(attributions, model[2].weight[0].expand(2, 4), atol=1e-6))
+        True
+    """
 
     def attribute(
         self,
@@ -159,10 +219,42 @@ class InternalInfluence(LayerAttribution):
 
 
 class LayerConductance(_LayerPath):
-    """Layer conductance (Dhamdhere et al. 2018), as Captum: along ``n_steps + 1``
+    r"""Layer conductance (Dhamdhere et al. 2018), as Captum: along ``n_steps + 1``
     points of the input path, the gradient with respect to the layer at each point
     times the change of the layer's values to the next point, summed.
-    ``grad_kwargs`` (Captum's) go to ``torch.autograd.grad``."""
+    ``grad_kwargs`` (Captum's) go to ``torch.autograd.grad``.
+
+    Formula:
+        $$\phi_j = \sum_{k=1}^{m} \frac{\partial F(x_{k-1})}{\partial h_j} \left(h_j(x_k) - h_j(x_{k-1})\right),
+        \qquad x_k = x' + \alpha_k (x - x')$$
+
+        with \(h_j\) a unit of the layer, \(F\) the target output, \(x'\) the baseline
+        (zero by default) and \(\alpha_0, \dots, \alpha_m\) the \(m + 1\) =
+        ``n_steps + 1`` points of ``method`` (its weights are not used). Summed over the
+        layer, the attributions approximate \(F(x) - F(x')\) when the output depends on
+        the inputs only through the layer; the sum telescopes exactly when the head
+        above the layer is linear and the points include 0 and 1 (``riemann_trapezoid``;
+        the Gauss-Legendre points do not). ``return_convergence_delta`` returns the sum
+        minus \(F(x) - F(x')\).
+
+    Cost:
+        ``n_steps + 1`` forward and backward passes per example, batched in chunks of
+        ``internal_batch_size`` rows (``"auto"``: from the memory budget); two more
+        forward passes for ``return_convergence_delta``.
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.attr import LayerConductance
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+        >>> x = torch.randn(2, 3)
+        >>> lc = LayerConductance(model, model[1])
+        >>> attributions, delta = lc.attribute(x, target=0, n_steps=10, method="riemann_trapezoid",
+        ...                                    return_convergence_delta=True)
+        >>> attributions.shape, delta.shape
+        (torch.Size([2, 4]), torch.Size([2]))
+        >>> bool(delta.abs().max() < 1e-5)
+        True
+    """
 
     def __init__(self, forward_func, layer, device_ids=None, output_selector=None, layer_call=None):
         super().__init__(forward_func, layer, device_ids, True, output_selector, layer_call)
@@ -219,11 +311,45 @@ class LayerConductance(_LayerPath):
 
 
 class LayerGradientShap(_LayerPath):
-    """GradientSHAP at a layer: gradients with respect to the layer at random points
-    between the (noisy) inputs and baselines drawn from a distribution, times the
-    layer's change between the two, averaged over ``n_samples``. ``generator``
-    (beyond Captum, on any device) makes the draws reproducible
-    (:class:`~torchexplain.core.sampling.PathDraws`, as :class:`GradientShap`)."""
+    r"""GradientSHAP at a layer (Lundberg & Lee 2017): gradients with respect to the
+    layer at random points between the (noisy) inputs and baselines drawn from a
+    distribution, times the layer's change between the two, averaged over
+    ``n_samples``. ``generator`` (beyond Captum, on any device) makes the draws reproducible
+    (:class:`~torchexplain.core.sampling.PathDraws`, as :class:`GradientShap`).
+
+    Formula:
+        $$\phi_j = \frac{1}{S} \sum_{s=1}^{S} \left(h_j(\tilde{x}_s) - h_j(b_s)\right)
+        \frac{\partial F(b_s + \alpha_s (\tilde{x}_s - b_s))}{\partial h_j}, \qquad
+        \tilde{x}_s = x + \epsilon_s$$
+
+        with \(h_j\) a unit of the layer, \(F\) the target output, \(S\) = ``n_samples``,
+        each sample's baseline \(b_s\) drawn uniformly from the rows of ``baselines``,
+        \(\alpha_s\) uniform in \([0, 1)\) and \(\epsilon_s \sim \mathcal{N}(0, \sigma^2 I)\),
+        \(\sigma\) = ``stdevs``. With ``multiply_by_inputs=False`` the layer's difference
+        is left out. Completeness holds only approximately (exactly when the model above
+        the layer is linear): ``return_convergence_delta`` gives, per (example, sample),
+        the sample's summed term minus \(F(\tilde{x}_s) - F(b_s)\).
+
+    Cost:
+        ``n_samples`` forward and backward passes per example, batched in chunks of
+        ``internal_batch_size`` rows (``"auto"``: from the memory budget); with
+        ``multiply_by_inputs`` two more forward passes without gradients per sample (the
+        layer's values at both ends of its path); \(2S\) more forward passes per example
+        for ``return_convergence_delta``.
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.attr import LayerGradientShap
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+        >>> x, baselines = torch.randn(2, 3), torch.randn(5, 3)
+        >>> lgs = LayerGradientShap(model, model[1])
+        >>> attributions, delta = lgs.attribute(x, baselines, n_samples=8, target=0, return_convergence_delta=True,
+        ...                                     generator=torch.Generator().manual_seed(0))
+        >>> attributions.shape, delta.shape
+        (torch.Size([2, 4]), torch.Size([16]))
+        >>> bool(delta.abs().max() < 1e-5)  # a linear head: every sample is exact
+        True
+    """
 
     def attribute(
         self,
@@ -269,12 +395,46 @@ class LayerGradientShap(_LayerPath):
 
 
 class LayerDeepLift(_LayerPath):
-    """DeepLIFT (rescale rule) multipliers of the layer times the layer's change
-    between inputs and baselines; ``custom_attribution_func(multipliers,
+    r"""DeepLIFT at a layer (Shrikumar et al. 2017): rescale-rule multipliers of the
+    layer times the layer's change between inputs and baselines; ``custom_attribution_func(multipliers,
     layer_inputs, layer_baselines)`` may replace the product. The rule applies to
     every activation and max-pool the model computes, as in :class:`DeepLift`.
     ``grad_kwargs`` (Captum's) go to ``torch.autograd.grad``; with
-    ``materialize_grads=True`` a layer that does not reach the output gets zeros."""
+    ``materialize_grads=True`` a layer that does not reach the output gets zeros.
+
+    Formula:
+        $$\phi_j = m_j \left(h_j(x) - h_j(x')\right)$$
+
+        with \(h_j\) a unit of the layer's output (input, with
+        ``attribute_to_layer_input=True``), \(x'\) the baseline (zero by default) and
+        \(m_j\) its multiplier: the backward pass from the target output \(F\) to the
+        layer in which every activation (and max-pool) \(y = f(z)\) passes back the
+        secant slope \((f(z) - f(z')) / (z - z')\) between its inputs for \(x\) and
+        \(x'\) (the derivative where \(|z - z'| <\) ``eps``). With
+        ``multiply_by_inputs=False`` the result is \(m_j\). Summation to delta:
+        \(\sum_j \phi_j = F(x) - F(x')\) when the model above the layer is made of
+        ReLU / max-pool / eval-mode BatchNorm and affine layers; ``return_convergence_delta``
+        returns the gap.
+
+    Cost:
+        One forward and one backward pass per example, each chunk of examples run
+        together with its baselines as one batch ``[x; x']`` (twice the rows); two more
+        forward passes for ``return_convergence_delta``. Chunks follow
+        ``internal_batch_size``.
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.attr import LayerDeepLift
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+        >>> x = torch.randn(2, 3)
+        >>> ldl = LayerDeepLift(model, model[0])
+        >>> attributions, delta = ldl.attribute(x, target=0, return_convergence_delta=True)
+        >>> attributions.shape, delta.shape
+        (torch.Size([2, 4]), torch.Size([2]))
+        >>> gap = model(x)[:, 0] - model(torch.zeros(1, 3))[:, 0]
+        >>> bool(torch.allclose(attributions.sum(1), gap, atol=1e-5))
+        True
+    """
 
     def __init__(
         self, model, layer, multiply_by_inputs: bool = True, eps: float = 1e-10, output_selector=None, layer_call=None

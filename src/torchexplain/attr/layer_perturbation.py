@@ -43,12 +43,41 @@ class _LayerPerturbation(LayerAttribution, PerturbationAttribution):
 
 
 class LayerFeatureAblation(_LayerPerturbation):
-    """Feature ablation of the layer's values (Captum's LayerFeatureAblation): each
+    r"""Feature ablation of the layer's values (Captum's LayerFeatureAblation): each
     layer unit (or group of units sharing a ``layer_mask`` id) is set to its
     ``layer_baselines`` value (0 by default) while the rest of the model runs on the
     inputs; the attribution is the drop in the explained output,
     ``F(x) - F(x with the unit ablated at the layer)``. Every ablation runs batched
-    through :class:`FeatureAblation` (``perturbations_per_eval``)."""
+    through :class:`FeatureAblation` (``perturbations_per_eval``).
+
+    Formula:
+        $$\phi_j = F_x(h) - F_x(h_{g \leftarrow b}), \qquad j \in g$$
+
+        with \(h\) the layer's values for the input \(x\), \(F_x(v)\) the target output of
+        the model run on \(x\) with the layer's values replaced by \(v\), and
+        \(h_{g \leftarrow b}\) the values with the units of group \(g\) (a ``layer_mask``
+        id; each unit alone by default) set to ``layer_baselines``. Every unit of a group
+        gets the group's drop.
+
+    Cost:
+        No backward pass. One forward pass for the layer's values, then \(1 + G\)
+        forward passes per example (the unablated model and one per group, \(G\) the
+        number of groups), ``perturbations_per_eval`` ablations batched per forward
+        (``"auto"``: from the memory budget).
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.attr import LayerFeatureAblation
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+        >>> x = torch.randn(2, 3)
+        >>> attributions = LayerFeatureAblation(model, model[1]).attribute(x, target=0)
+        >>> attributions.shape
+        torch.Size([2, 4])
+        >>> # above a linear head, zeroing unit j drops the output by weight_j * h_j
+        >>> by_hand = model[2].weight[0] * model[:2](x)
+        >>> bool(torch.allclose(attributions, by_hand, atol=1e-5))
+        True
+    """
 
     def attribute(
         self,
@@ -70,7 +99,7 @@ class LayerFeatureAblation(_LayerPerturbation):
 
 
 class LayerFeaturePermutation(_LayerPerturbation):
-    """Permutation feature importance of the layer's values (Captum's
+    r"""Permutation feature importance of the layer's values (Captum's
     LayerFeaturePermutation): each layer unit (or ``layer_mask`` group) is shuffled
     across the batch while the rest of the model runs on the inputs; the attribution
     is ``F(x) - F(x with the unit permuted at the layer)``, as
@@ -80,7 +109,39 @@ class LayerFeaturePermutation(_LayerPerturbation):
     with ``target=None`` on a model with several outputs per example, one row per
     output element (``example * outputs + output``), as in Captum. Beyond Captum:
     ``attribute_to_layer_input``, ``forward_kwargs``, ``show_progress``, and
-    ``generator`` / ``seed`` for reproducible permutations."""
+    ``generator`` / ``seed`` for reproducible permutations.
+
+    Formula:
+        $$\phi_{i,j} = F_{x_i}(h(x_i)) - F_{x_i}(\tilde{h}_{i,g}), \qquad j \in g$$
+
+        for example \(x_i\) of the batch, with \(h\) the layer's values, \(F_{x}(v)\) the
+        target output of the model run on \(x\) with the layer's values replaced by
+        \(v\), and \(\tilde{h}_{i,g}\) the values \(h(x_i)\) whose units of
+        group \(g\) (a ``layer_mask`` id; each unit alone by default) are taken from
+        example \(\pi(i)\), \(\pi\) a random permutation of the batch drawn for each
+        group. For a model with one output for the whole batch (a loss), one drop of
+        that output per group.
+
+    Cost:
+        No backward pass. One forward pass for the layer's values, then \(1 + G\)
+        forward passes per example (the unpermuted model and one per group, \(G\) the
+        number of groups), ``perturbations_per_eval`` permuted copies of the batch per
+        forward (``"auto"``: from the memory budget). A batch of one example cannot be
+        permuted: its attributions are 0, with a warning, as in Captum.
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.attr import LayerFeaturePermutation
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+        >>> x = torch.randn(6, 3)
+        >>> lfp = LayerFeaturePermutation(model, model[1])
+        >>> attributions = lfp.attribute(x, target=0, generator=torch.Generator().manual_seed(0))
+        >>> attributions.shape
+        torch.Size([6, 4])
+        >>> # above a linear head a permutation only moves values: the drops sum to 0 over the batch
+        >>> bool(torch.allclose(attributions.sum(0), torch.zeros(4), atol=1e-5))
+        True
+    """
 
     def attribute(
         self,

@@ -113,14 +113,49 @@ def _feature_sums(fm: FeatureMask, values) -> Tensor:
 @register("lime", order=170, defaults=grid_mask(8, n_samples=200, seed=0),
           description="LIME over 8x8 grid cells, 200 samples")
 class Lime(LimeBase):
-    """Lime with Captum's arguments (a :class:`LimeBase` sampling in the
+    r"""LIME (Ribeiro et al. 2016): a weighted linear surrogate fitted on random subsets of the features.
+
+    Lime with Captum's arguments (a :class:`LimeBase` sampling in the
     interpretable space). ``interpretable_model``: any model following the
     protocols of :mod:`torchexplain.attr.surrogate` (default
     :class:`WeightedLinearRegression`); ``similarity_func(original, perturbed, z,
     **kwargs)`` and ``perturb_func(original, **kwargs)`` (returning a ``(1, M)`` binary
     vector, or a generator of them) as in Captum; they are called for one example at
     a time with the kwargs ``baselines``, ``feature_mask`` (ids renumbered ``0 .. M-1``
-    in sorted order, as the columns of the samples) and ``num_interp_features``."""
+    in sorted order, as the columns of the samples) and ``num_interp_features``.
+
+    Formula:
+        $$(b, c) = \operatorname{argmin}_{b,\, c} \sum_{s=1}^{S} \pi(z_s) \big(F(h(z_s)) - b - c^\top z_s\big)^2
+        + \lambda \lVert c \rVert^2, \qquad h(z) = x \odot \mathbb{1}_z + x' \odot (1 - \mathbb{1}_z)$$
+
+        with \(z_s \in \{0, 1\}^M\) (each entry 1 with probability 1/2 by default),
+        \(\mathbb{1}_z\) the indicator of the scalars of the features kept in \(z\), \(x'\)
+        the ``baselines`` (0 by default), \(\pi(z) = \exp\big(-\frac{d(x, h(z))^2}{2 \sigma^2}\big)\) with
+        the cosine distance \(d = 1 - \cos\) and \(\sigma = 1\) by default, and
+        \(\lambda = 10^{-6} \operatorname{median}_s \pi(z_s)\) (the default surrogate).
+        Each scalar gets its feature's coefficient \(c_f\). A model additive in the
+        features is recovered (up to the tiny ridge) once the samples span them:
+        \(c_f = F(x) - F(x \text{ with } f \text{ at its baseline})\).
+
+    Cost:
+        \(S\) = ``n_samples`` forward passes per example and no backward pass, in
+        batches of ``perturbations_per_eval`` samples; for a batch of several examples
+        one more forward of the batch tells whether the model gives one value for the
+        whole batch (then each sample is one forward of the batch and one surrogate is
+        fitted). Then one weighted least-squares fit per example (batched over the
+        examples for the default surrogate).
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.attr import Lime
+        >>> model = torch.nn.Linear(3, 1)
+        >>> x = torch.randn(2, 3)
+        >>> coefficients = Lime(model).attribute(x, target=0, n_samples=50, seed=0)
+        >>> coefficients.shape, coefficients.dtype
+        (torch.Size([2, 3]), torch.float32)
+        >>> bool(torch.allclose(coefficients, model.weight[0] * x, atol=1e-4))  # linear: recovered
+        True
+    """
 
     def __init__(
         self, forward_func, interpretable_model=None, similarity_func=None, perturb_func=None, output_selector=None

@@ -77,7 +77,46 @@ class _SampleForward:
 
 
 class LimeBase(PerturbationAttribution):
-    """Lime's general form (Captum's ``LimeBase``; see the module docstring).
+    r"""LIME's general form (Ribeiro et al. 2016; Captum's ``LimeBase``): a surrogate fitted on user-drawn samples.
+
+    See the module docstring for the protocol.
+
+    Formula:
+        $$g = \operatorname{argmin}_{g} \sum_{s=1}^{S} \pi_s \big(F(x_s) - g(z_s)\big)^2$$
+
+        for a least-squares surrogate (``interpretable_model`` minimises its own loss):
+        \(z_s\) the interpretable sample and \(x_s\) its model input (one from the other
+        through ``from_interp_rep_transform`` or ``to_interp_rep_transform``), \(\pi_s\) =
+        ``similarity_func(inputs, x_s, z_s)`` and \(F(x_s)\) the target output. The
+        result is ``interpretable_model.representation()`` (or its ``coef_``): for a
+        linear surrogate, one coefficient per interpretable feature.
+
+    Cost:
+        \(S\) = ``n_samples`` forward passes of a whole copy of ``inputs`` and no
+        backward pass, ``perturbations_per_eval`` samples per forward call (default 1);
+        ``perturb_func``, a transform and ``similarity_func`` are called once per sample,
+        then the surrogate is fitted once.
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.attr import LimeBase
+        >>> from torchexplain.attr.surrogate import WeightedLinearRegression
+        >>> model = torch.nn.Linear(3, 1)
+        >>> x = torch.randn(1, 3)
+        >>> draws = torch.Generator().manual_seed(0)
+        >>> lime = LimeBase(
+        ...     model, WeightedLinearRegression(),
+        ...     similarity_func=lambda original, perturbed, z, **kwargs: 1.0,
+        ...     perturb_func=lambda original, **kwargs: (torch.rand(1, 3, generator=draws) < 0.5).float(),
+        ...     perturb_interpretable_space=True,
+        ...     from_interp_rep_transform=lambda z, original, **kwargs: original * z,  # absent: 0
+        ...     to_interp_rep_transform=None,
+        ... )
+        >>> coefficients = lime.attribute(x, target=0, n_samples=40)
+        >>> coefficients.shape, coefficients.dtype
+        (torch.Size([3]), torch.float64)
+        >>> bool(torch.allclose(coefficients.float(), model.weight[0] * x[0], atol=1e-4))
+        True
 
     Args:
         forward_func: the model or any function.

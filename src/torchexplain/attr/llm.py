@@ -173,7 +173,8 @@ class _TargetScorer:
 
 
 class LLMAttribution(BaseLLMAttribution):
-    """A perturbation method over a prompt's features, explaining a target text.
+    r"""A perturbation method over a prompt's features, explaining a target text
+    (Captum 0.9's LLMAttribution).
 
     Args:
         attr_method: FeatureAblation, ShapleyValueSampling, ShapleyValues, Lime or
@@ -184,6 +185,50 @@ class LLMAttribution(BaseLLMAttribution):
         causal: whether appending tokens leaves earlier logits unchanged (every
             decoder-only LM); None checks it once per call. A causal model is scored
             with one forward for all target tokens, others one forward per token.
+
+    Formula:
+        $$f(z) = \log p(y \mid x_z) = \sum_{t=1}^{T} \log p(y_t \mid x_z, y_{<t}), \qquad
+        f_t(z) = \log p(y_t \mid x_z, y_{<t})$$
+
+        with \(y = y_1 \dots y_T\) the target's tokens, \(z \in \{0, 1\}^d\) the presence of
+        the prompt's \(d\) interpretable features and \(x_z\) the prompt with the absent
+        ones replaced by the input's baselines. ``seq_attr`` is the wrapped method's
+        attribution of \(f\) to the features (for FeatureAblation
+        \(\phi_i = f(\mathbf{1}) - f(\mathbf{1} - e_i)\)) and ``token_attr[t]`` that of
+        \(f_t\) (FeatureAblation and the Shapley methods only), averaged over
+        ``num_trials``; with ``attr_target="prob"`` the probabilities \(e^{f}\) and
+        \(e^{f_t}\) are explained instead. FeatureAblation and the Shapley methods are
+        linear in the explained function, so with log-probabilities ``seq_attr`` is the
+        sum of the rows of ``token_attr``.
+
+    Cost:
+        No backward pass. Each prompt the wrapped method evaluates (FeatureAblation:
+        \(1 + d\)) costs one forward pass over ``prompt + target[:-1]`` on a causal model
+        (prompts of one length batched, on CPU in blocks of about 1024 token positions),
+        \(T\) forward passes (one per target token, batched over prompts) on any other;
+        with ``use_cached_outputs`` on a Hugging Face model one more forward builds the
+        unperturbed sequence's key-value cache and each prompt runs only from its first
+        changed token. ``causal=None`` adds three forward passes of the prompt (the
+        check); everything but the check is repeated ``num_trials`` times.
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.models.text import ByteTokenizer
+        >>> class TinyLM(torch.nn.Module):  # a causal LM: position t sees the tokens up to t
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.emb = torch.nn.Embedding(257, 8)
+        ...         self.out = torch.nn.Linear(8, 257)
+        ...     def forward(self, ids):
+        ...         return self.out(self.emb(ids).cumsum(1))
+        >>> model, tok = TinyLM(), ByteTokenizer()
+        >>> from torchexplain.attr import FeatureAblation, LLMAttribution, TextTokenInput
+        >>> llm = LLMAttribution(FeatureAblation(model), tok)
+        >>> result = llm.attribute(TextTokenInput("hi there", tok), target=" ok")
+        >>> result.seq_attr.shape, result.token_attr.shape  # 8 prompt tokens; 3 target tokens
+        (torch.Size([8]), torch.Size([3, 8]))
+        >>> bool(torch.allclose(result.seq_attr, result.token_attr.sum(0), atol=1e-5))
+        True
     """
 
     SUPPORTED_METHODS = (FeatureAblation, ShapleyValueSampling, ShapleyValues, Lime, KernelShap)
@@ -272,9 +317,9 @@ class _TokenLogProb:
 
 
 class LLMGradientAttribution(BaseLLMAttribution):
-    """A layer gradient method on the embedding layer, explaining each target token's
+    r"""A layer gradient method on the embedding layer, explaining each target token's
     log-probability by the prompt's tokens (the layer attribution summed over the
-    embedding dimension).
+    embedding dimension; Captum 0.9's LLMGradientAttribution).
 
     Args:
         attr_method: LayerIntegratedGradients, LayerGradientXActivation,
@@ -285,6 +330,58 @@ class LLMGradientAttribution(BaseLLMAttribution):
             and LayerGradientXActivation take one forward pass for all target tokens and a
             backward pass per token (:mod:`.llm_gradient`), the other methods one call with
             a row per token; other models one call per token, as in Captum.
+
+    Formula:
+        $$\phi_{t,i} = \sum_{d} A_{i,d}\left(f_t\right), \qquad
+        f_t(e) = \log p(y_t \mid e, y_{<t}), \qquad \mathrm{seq}_i = \sum_{t=1}^{T} \phi_{t,i}$$
+
+        with \(y = y_1 \dots y_T\) the target's tokens, \(e\) the embedding layer's values,
+        \(A_{i,d}(f_t)\) the wrapped layer method's attribution of \(f_t\) to dimension
+        \(d\) of prompt token \(i\) (for LayerLRP \(f_t\) is the logit of \(y_t\)), and
+        ``token_attr[t, i]`` \(= \phi_{t,i}\), ``seq_attr[i]`` \(= \mathrm{seq}_i\) (the
+        tokens the input skips left out). For LayerIntegratedGradients
+
+        $$A_{i,d}(f_t) = (e_{i,d} - e'_{i,d}) \sum_{k=1}^{m} w_k
+        \frac{\partial f_t(e' + \alpha_k (e - e'))}{\partial e_{i,d}}$$
+
+        with \(e'\) the embeddings of the prompt with every token replaced by the input's
+        baseline (the target's tokens are the same at both ends and get nothing), so
+        completeness reads \(\sum_i \phi_{t,i} = \log p(y_t \mid x, y_{<t}) -
+        \log p(y_t \mid x', y_{<t})\) up to the quadrature error.
+
+    Cost:
+        On a causal model with \(T > 1\) target tokens, LayerIntegratedGradients runs
+        ``n_steps`` forward passes of the one sequence ``prompt + target[:-1]`` (batched in
+        chunks) with \(T\) backward passes through each chunk's graph, plus two forward
+        passes for the embeddings at both ends; LayerGradientXActivation one forward and
+        \(T\) backward passes. Other methods, or other keyword arguments, run the method
+        once with \(T\) rows (its cost per row, times \(T\)); a non-causal model (or a
+        single target token) runs it once per target token. ``causal=None`` adds three
+        forward passes (the check).
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.models.text import ByteTokenizer
+        >>> class TinyLM(torch.nn.Module):  # a causal LM: position t sees the tokens up to t
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.emb = torch.nn.Embedding(257, 8)
+        ...         self.out = torch.nn.Linear(8, 257)
+        ...     def forward(self, ids):
+        ...         return self.out(self.emb(ids).cumsum(1))
+        >>> model, tok = TinyLM(), ByteTokenizer()
+        >>> from torchexplain.attr import LayerIntegratedGradients, LLMGradientAttribution, TextTokenInput
+        >>> llm = LLMGradientAttribution(LayerIntegratedGradients(model, model.emb), tok)
+        >>> result = llm.attribute(TextTokenInput("hi there", tok), target=" ok")
+        >>> result.token_attr.shape  # 3 target tokens, 8 prompt tokens
+        torch.Size([3, 8])
+        >>> prompt, target = torch.tensor(tok.encode("hi there")), torch.tensor(tok.encode(" ok"))
+        >>> def log_probs(p):  # log p(y_t | p, y_<t) for every target token
+        ...     logits = model(torch.cat([p, target[:-1]])[None])[0, len(p) - 1:]
+        ...     return logits.log_softmax(-1).gather(1, target[:, None]).squeeze(1)
+        >>> gap = log_probs(prompt) - log_probs(torch.zeros_like(prompt))  # baseline: token id 0
+        >>> bool(torch.allclose(result.token_attr.sum(1), gap, atol=1e-4))
+        True
     """
 
     SUPPORTED_METHODS = (LayerIntegratedGradients, LayerGradientXActivation, LayerGradientShap, LayerLRP)

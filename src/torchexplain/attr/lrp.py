@@ -132,7 +132,7 @@ class _RuleChooser:
 @register("lrp", aliases=("layerwise_relevance",), delta=True, order=100, description="LRP, epsilon rule",
           extra={"delta": "output minus sum"})
 class LRP(GradientAttribution):
-    """Layer-wise relevance propagation, Captum-compatible.
+    r"""Layer-wise relevance propagation (Bach et al. 2015), Captum-compatible.
 
     The target output ``f(x)`` is the relevance at the top; each op hands the relevance
     of its output to its inputs by its rule (epsilon: ``R_in = x * J^T (R / (z + eps
@@ -169,6 +169,36 @@ class LRP(GradientAttribution):
     ``fold_batchnorm`` folds eval-mode batch norms into the layer feeding them for the
     duration of each call (off by default, as Captum does not fold). The model is
     never edited: every change is undone when ``attribute`` returns or raises.
+
+    Formula:
+        $$R^{(L)} = F(x), \qquad R_j = \sum_k \frac{x_j w_{jk}}{z_k + \epsilon \operatorname{sign}(z_k)} R_k,
+        \qquad z_k = \sum_j x_j w_{jk} + b_k$$
+
+        for a layer with inputs \(x_j\), weights \(w_{jk}\) and bias \(b_k\) under the
+        default epsilon rule (\(\epsilon\) = 1e-9); other rules change the terms (e.g.
+        :class:`Gamma`: \(w + \gamma w^+\)). \(F(x)\) is the target output, and the
+        attributions are the relevance \(R_i\) that reaches input \(x_i\). Computed as
+        \(R_i = F(x) \, \hat{g}_i\), with \(\hat{g}\) the backward pass from the target
+        output under the rules. Conservation: \(\sum_i R_i = F(x)\) for LRP-0
+        (\(\epsilon = 0\)) on a bias-free ReLU network; the delta returns
+        \(F(x) - \sum_i R_i\).
+
+    Cost:
+        One forward and one backward pass per example (the backward under the rules;
+        rules other than epsilon rebuild their terms during it), batched in chunks of
+        ``internal_batch_size``.
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.attr import LRP
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4, bias=False), torch.nn.ReLU(),
+        ...                             torch.nn.Linear(4, 2, bias=False))
+        >>> x = torch.randn(2, 3)
+        >>> relevance, delta = LRP(model).attribute(x, target=0, return_convergence_delta=True)
+        >>> relevance.shape, delta.shape
+        (torch.Size([2, 3]), torch.Size([2]))
+        >>> bool(delta.abs().max() < 1e-4)  # a bias-free network: relevance is conserved
+        True
     """
 
     def __init__(self, model: nn.Module, rules=None, composite: Composite | str | None = None,

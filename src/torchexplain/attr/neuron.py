@@ -170,7 +170,32 @@ class _Multiplying(NeuronAttribution):
 
 
 class NeuronGradient(NeuronAttribution):
-    """The gradient of the neuron's value with respect to the inputs."""
+    r"""The gradient of the neuron's value with respect to the inputs (Captum's NeuronGradient).
+
+    Formula:
+        $$\phi_i = \frac{\partial n(x)}{\partial x_i}$$
+
+        \(n(x) = \sum_{u \in U} h_u(x)\) is the value of the neuron (or the sum of a group
+        \(U\) of neurons) that ``neuron_selector`` picks from the layer's output \(h\)
+        (input, with ``attribute_to_neuron_input=True``); a callable selector \(c\) gives
+        \(n(x) = c(h(x))\). The model's output is not used.
+
+    Cost:
+        One forward pass (of the whole model) and one backward pass (from the layer) per
+        example, batched in chunks sized to the memory budget.
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.attr import NeuronGradient
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+        >>> x = torch.randn(2, 3)
+        >>> attributions = NeuronGradient(model, model[0]).attribute(x, neuron_selector=1)
+        >>> attributions.shape
+        torch.Size([2, 3])
+        >>> # unit 1 of the first Linear layer: its gradient is that unit's weight row
+        >>> bool(torch.allclose(attributions, model[0].weight[1].expand(2, 3)))
+        True
+    """
 
     def attribute(self, inputs, neuron_selector, additional_forward_args=None,
                   attribute_to_neuron_input: bool = False, forward_kwargs=None):
@@ -181,8 +206,40 @@ class NeuronGradient(NeuronAttribution):
 
 
 class NeuronGuidedBackprop(NeuronAttribution):
-    """Guided backpropagation from the neuron: only positive gradients pass back
-    through the ReLUs below it, and only where they were active."""
+    r"""Guided backpropagation (Springenberg et al. 2015) from the neuron: only positive
+    gradients pass back through the ReLUs below it, and only where they were active.
+
+    Formula:
+        $$\hat{g}_{\mathrm{in}} = \mathbb{1}[z > 0] \odot \max(\hat{g}_{\mathrm{out}}, 0), \qquad
+        \phi_i = \hat{g}_i$$
+
+        at every ReLU \(y = \max(z, 0)\) below the neuron: \(\hat{g}_{\mathrm{out}}\) is
+        the modified gradient reaching its output and \(\hat{g}_{\mathrm{in}}\) what it
+        passes back to \(z\); every other op keeps its ordinary backward. The backward
+        pass starts from the neuron's value \(n\), and \(\phi_i\) is the modified gradient
+        reaching input \(x_i\) (not multiplied by the input).
+        \(n(x) = \sum_{u \in U} h_u(x)\) is the value of the neuron (or the sum of a group
+        \(U\) of neurons) that ``neuron_selector`` picks from the layer's output \(h\)
+        (input, with ``attribute_to_neuron_input=True``); a callable selector \(c\) gives
+        \(n(x) = c(h(x))\).
+
+    Cost:
+        One forward pass (of the whole model) and one backward pass (from the layer,
+        under the rule) per example, batched in chunks sized to the memory budget.
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.attr import NeuronGuidedBackprop
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+        >>> x = torch.randn(2, 3)
+        >>> attributions = NeuronGuidedBackprop(model, model[2]).attribute(x, neuron_selector=0)
+        >>> attributions.shape
+        torch.Size([2, 3])
+        >>> active = model[0](x) > 0
+        >>> by_hand = (active * model[2].weight[0].clamp(min=0)) @ model[0].weight
+        >>> bool(torch.allclose(attributions, by_hand.detach(), atol=1e-6))
+        True
+    """
 
     _method = GuidedBackprop
 
@@ -198,15 +255,78 @@ class NeuronGuidedBackprop(NeuronAttribution):
 
 
 class NeuronDeconvolution(NeuronGuidedBackprop):
-    """Deconvolution from the neuron: the ReLUs below it pass back positive gradients,
-    whatever their input."""
+    r"""Deconvolution (Zeiler & Fergus 2014) from the neuron: the ReLUs below it pass back
+    positive gradients, whatever their input.
+
+    Formula:
+        $$\hat{g}_{\mathrm{in}} = \max(\hat{g}_{\mathrm{out}}, 0), \qquad \phi_i = \hat{g}_i$$
+
+        at every ReLU below the neuron (whatever its input \(z\)): \(\hat{g}_{\mathrm{out}}\)
+        is the modified gradient reaching its output and \(\hat{g}_{\mathrm{in}}\) what it
+        passes back; every other op keeps its ordinary backward. The backward pass starts
+        from the neuron's value \(n\), and \(\phi_i\) is the modified gradient reaching
+        input \(x_i\) (not multiplied by the input).
+        \(n(x) = \sum_{u \in U} h_u(x)\) is the value of the neuron (or the sum of a group
+        \(U\) of neurons) that ``neuron_selector`` picks from the layer's output \(h\)
+        (input, with ``attribute_to_neuron_input=True``); a callable selector \(c\) gives
+        \(n(x) = c(h(x))\).
+
+    Cost:
+        One forward pass (of the whole model) and one backward pass (from the layer,
+        under the rule) per example, batched in chunks sized to the memory budget.
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.attr import NeuronDeconvolution
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+        >>> x = torch.randn(2, 3)
+        >>> attributions = NeuronDeconvolution(model, model[2]).attribute(x, neuron_selector=0)
+        >>> attributions.shape
+        torch.Size([2, 3])
+        >>> # the ReLU passes back the positive part of the weights, whatever the input
+        >>> by_hand = model[2].weight[0].clamp(min=0) @ model[0].weight
+        >>> bool(torch.allclose(attributions, by_hand.detach().expand(2, 3), atol=1e-6))
+        True
+    """
 
     _method = Deconvolution
 
 
 class NeuronIntegratedGradients(_Multiplying):
-    """Integrated gradients of the neuron's value along the straight path from the
-    baselines to the inputs (Gauss-Legendre quadrature by default, as Captum)."""
+    r"""Integrated gradients (Sundararajan et al. 2017) of the neuron's value along the
+    straight path from the baselines to the inputs (Gauss-Legendre quadrature by default, as
+    Captum).
+
+    Formula:
+        $$\phi_i = (x_i - x'_i) \int_0^1 \frac{\partial n(x' + \alpha (x - x'))}{\partial x_i}\, d\alpha
+        \approx (x_i - x'_i) \sum_{k=1}^{m} w_k \frac{\partial n(x' + \alpha_k (x - x'))}{\partial x_i}$$
+
+        \(n(x) = \sum_{u \in U} h_u(x)\) is the value of the neuron (or the sum of a group
+        \(U\) of neurons) that ``neuron_selector`` picks from the layer's output \(h\)
+        (input, with ``attribute_to_neuron_input=True``); a callable selector \(c\) gives
+        \(n(x) = c(h(x))\). \(x'\) is the baseline (zero by default), and
+        \(\alpha_k\) and \(w_k\) are the \(m\) = ``n_steps`` points and weights of
+        ``method``. With ``multiply_by_inputs=False`` the factor \((x_i - x'_i)\) is left
+        out. Completeness: \(\sum_i \phi_i = n(x) - n(x')\) up to the quadrature error.
+
+    Cost:
+        ``n_steps`` forward passes (of the whole model) and backward passes (from the
+        layer) per example, batched in chunks of ``internal_batch_size`` rows
+        (``"auto"``: from the memory budget).
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.attr import NeuronIntegratedGradients
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 4),
+        ...                             torch.nn.Tanh(), torch.nn.Linear(4, 2))
+        >>> x = torch.randn(2, 3)
+        >>> attributions = NeuronIntegratedGradients(model, model[3]).attribute(x, neuron_selector=1)
+        >>> attributions.shape
+        torch.Size([2, 3])
+        >>> gap = model[:4](x)[:, 1] - model[:4](torch.zeros(1, 3))[:, 1]
+        >>> bool(torch.allclose(attributions.sum(1), gap, atol=1e-4))
+        True
+    """
 
     def attribute(self, inputs, neuron_selector, baselines=None, additional_forward_args=None, n_steps: int = 50,
                   method: str = "gausslegendre", internal_batch_size="auto",
@@ -219,10 +339,43 @@ class NeuronIntegratedGradients(_Multiplying):
 
 
 class NeuronDeepLift(_Multiplying):
-    """DeepLIFT (rescale rule) of the neuron's value: inputs and baselines run as one
-    batch and every ReLU and max-pool below the neuron passes back rescaled
-    multipliers, so the attributions sum to ``neuron(x) - neuron(x0)`` on ReLU /
-    max-pool / eval-BatchNorm networks."""
+    r"""DeepLIFT (Shrikumar et al. 2017; rescale rule) of the neuron's value: inputs and
+    baselines run as one batch and every ReLU and max-pool below the neuron passes back
+    rescaled multipliers, so the attributions sum to ``neuron(x) - neuron(x0)`` on ReLU /
+    max-pool / eval-BatchNorm networks.
+
+    Formula:
+        $$\phi_i = m_i \, (x_i - x'_i), \qquad
+        m_{\mathrm{in}} = m_{\mathrm{out}} \odot \frac{f(z) - f(z')}{z - z'}$$
+
+        \(n(x) = \sum_{u \in U} h_u(x)\) is the value of the neuron (or the sum of a group
+        \(U\) of neurons) that ``neuron_selector`` picks from the layer's output \(h\)
+        (input, with ``attribute_to_neuron_input=True``); a callable selector \(c\) gives
+        \(n(x) = c(h(x))\). \(x'\) is the baseline (zero by default) and \(m_i\) the
+        multiplier of input \(x_i\): the backward pass from \(n\) in which every activation
+        (and max-pool) \(y = f(z)\) passes back the secant slope between its inputs for
+        \(x\) and \(x'\) (the derivative where \(|z - z'| <\) ``eps``). With
+        ``multiply_by_inputs=False`` the result is \(m_i\). Summation to delta on such
+        networks: \(\sum_i \phi_i = n(x) - n(x')\).
+
+    Cost:
+        One forward pass (of the whole model) and one backward pass (from the layer) per
+        example, each chunk of examples run together with its baselines as one batch
+        ``[x; x']`` (twice the rows). Chunks follow ``internal_batch_size``.
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.attr import NeuronDeepLift
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 4),
+        ...                             torch.nn.ReLU(), torch.nn.Linear(4, 2))
+        >>> x = torch.randn(2, 3)
+        >>> attributions = NeuronDeepLift(model, model[3]).attribute(x, neuron_selector=0)
+        >>> attributions.shape
+        torch.Size([2, 3])
+        >>> gap = model[:4](x)[:, 0] - model[:4](torch.zeros(1, 3))[:, 0]
+        >>> bool(torch.allclose(attributions.sum(1), gap, atol=1e-5))
+        True
+    """
 
     _method = DeepLift
 
@@ -243,7 +396,40 @@ class NeuronDeepLift(_Multiplying):
 
 
 class NeuronDeepLiftShap(NeuronDeepLift):
-    """DeepLIFT of the neuron against each row of a baseline distribution, averaged."""
+    r"""DeepLiftShap (Lundberg & Lee 2017) of the neuron: DeepLIFT of the neuron's value
+    against each row of a baseline distribution, averaged.
+
+    Formula:
+        $$\phi_i = \frac{1}{B} \sum_{j=1}^{B} m_i^{(j)} \, (x_i - b_{j,i})$$
+
+        \(n(x) = \sum_{u \in U} h_u(x)\) is the value of the neuron (or the sum of a group
+        \(U\) of neurons) that ``neuron_selector`` picks from the layer's output \(h\)
+        (input, with ``attribute_to_neuron_input=True``); a callable selector \(c\) gives
+        \(n(x) = c(h(x))\). \(b_1, \dots, b_B\) are the rows of ``baselines`` and
+        \(m^{(j)}\) the DeepLIFT (rescale) multipliers of \(n\) for \(x\) against \(b_j\)
+        (see :class:`NeuronDeepLift`); with ``multiply_by_inputs=False`` the multipliers
+        alone are averaged. Where DeepLIFT sums to delta:
+        \(\sum_i \phi_i = n(x) - \frac{1}{B} \sum_j n(b_j)\).
+
+    Cost:
+        \(B\) forward passes (of the whole model) and backward passes (from the layer)
+        per example, one per baseline row: all (example, baseline) pairs are rows of one
+        chunked evaluation, each chunk run together with its baselines as one batch
+        (twice the rows). Chunks follow ``internal_batch_size``.
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.attr import NeuronDeepLiftShap
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 4),
+        ...                             torch.nn.ReLU(), torch.nn.Linear(4, 2))
+        >>> x, baselines = torch.randn(2, 3), torch.randn(5, 3)
+        >>> attributions = NeuronDeepLiftShap(model, model[3]).attribute(x, 0, baselines)
+        >>> attributions.shape
+        torch.Size([2, 3])
+        >>> gap = model[:4](x)[:, 0] - model[:4](baselines)[:, 0].mean()
+        >>> bool(torch.allclose(attributions.sum(1), gap, atol=1e-5))
+        True
+    """
 
     _method = DeepLiftShap
 
@@ -257,9 +443,43 @@ class NeuronDeepLiftShap(NeuronDeepLift):
 
 
 class NeuronGradientShap(_Multiplying):
-    """GradientSHAP of the neuron's value: gradients at random points between noisy
-    inputs and rows of a baseline distribution, times the difference. ``generator``
-    (beyond Captum) makes the draws reproducible."""
+    r"""GradientSHAP (Lundberg & Lee 2017) of the neuron's value: gradients at random points
+    between noisy inputs and rows of a baseline distribution, times the difference.
+    ``generator`` (beyond Captum) makes the draws reproducible.
+
+    Formula:
+        $$\phi_i = \frac{1}{S} \sum_{s=1}^{S} (\tilde{x}_{s,i} - b_{s,i})
+        \frac{\partial n(b_s + \alpha_s (\tilde{x}_s - b_s))}{\partial x_i}, \qquad
+        \tilde{x}_s = x + \epsilon_s$$
+
+        \(n(x) = \sum_{u \in U} h_u(x)\) is the value of the neuron (or the sum of a group
+        \(U\) of neurons) that ``neuron_selector`` picks from the layer's output \(h\)
+        (input, with ``attribute_to_neuron_input=True``); a callable selector \(c\) gives
+        \(n(x) = c(h(x))\). \(S\) is ``n_samples``, each sample's baseline \(b_s\)
+        is drawn uniformly from the rows of ``baselines``, \(\alpha_s\) uniformly from
+        \([0, 1)\) and \(\epsilon_s\) from \(\mathcal{N}(0, \sigma^2 I)\), \(\sigma\) =
+        ``stdevs``. With ``multiply_by_inputs=False`` the factor
+        \((\tilde{x}_s - b_s)\) is left out. Completeness holds only approximately
+        (exactly for a neuron linear in the inputs).
+
+    Cost:
+        ``n_samples`` forward passes (of the whole model) and backward passes (from the
+        layer) per example, all rows batched in chunks of ``internal_batch_size``.
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.attr import NeuronGradientShap
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+        >>> x = torch.randn(2, 3)
+        >>> ngs = NeuronGradientShap(model, model[0])
+        >>> attributions = ngs.attribute(x, 1, torch.zeros(1, 3), n_samples=4,
+        ...                              generator=torch.Generator().manual_seed(0))
+        >>> attributions.shape
+        torch.Size([2, 3])
+        >>> # a neuron linear in the inputs, one zero baseline: every sample gives x * weight
+        >>> bool(torch.allclose(attributions, x * model[0].weight[1], atol=1e-6))
+        True
+    """
 
     def attribute(self, inputs, neuron_selector, baselines, n_samples: int = 5, stdevs=0.0,
                   additional_forward_args=None, attribute_to_neuron_input: bool = False, forward_kwargs=None,
@@ -272,10 +492,39 @@ class NeuronGradientShap(_Multiplying):
 
 
 class NeuronFeatureAblation(NeuronAttribution, PerturbationAttribution):
-    """Feature ablation of the neuron's value: each feature (a ``feature_mask`` group,
-    every scalar by default) is replaced by its baseline and its attribution is the
-    drop in the neuron's value. Ablations run batched (``perturbations_per_eval``).
-    ``multiplies_by_inputs`` is True, as for Captum's perturbation methods."""
+    r"""Feature ablation of the neuron's value (Captum's NeuronFeatureAblation): each
+    feature (a ``feature_mask`` group, every scalar by default) is replaced by its baseline
+    and its attribution is the drop in the neuron's value. Ablations run batched
+    (``perturbations_per_eval``). ``multiplies_by_inputs`` is True, as for Captum's
+    perturbation methods.
+
+    Formula:
+        $$\phi_i = n(x) - n(x_{g \leftarrow b}), \qquad i \in g$$
+
+        \(n(x) = \sum_{u \in U} h_u(x)\) is the value of the neuron (or the sum of a group
+        \(U\) of neurons) that ``neuron_selector`` picks from the layer's output \(h\)
+        (input, with ``attribute_to_neuron_input=True``); a callable selector \(c\) gives
+        \(n(x) = c(h(x))\). \(x_{g \leftarrow b}\) is the input with the scalars
+        of feature \(g\) set to ``baselines`` (0 by default); every scalar of a feature
+        gets the feature's drop.
+
+    Cost:
+        No backward pass: \(1 + G\) forward passes (of the whole model) per example, the
+        input and one per feature (\(G\) features), ``perturbations_per_eval`` ablations
+        batched per forward (``"auto"``: from the memory budget).
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.attr import NeuronFeatureAblation
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+        >>> x = torch.randn(2, 3)
+        >>> attributions = NeuronFeatureAblation(model, model[0]).attribute(x, neuron_selector=1)
+        >>> attributions.shape
+        torch.Size([2, 3])
+        >>> # unit 1 of a Linear layer: zeroing input i drops it by weight_i * x_i
+        >>> bool(torch.allclose(attributions, x * model[0].weight[1], atol=1e-5))
+        True
+    """
 
     def attribute(self, inputs, neuron_selector, baselines=None, additional_forward_args=None, feature_mask=None,
                   attribute_to_neuron_input: bool = False, perturbations_per_eval="auto",
@@ -322,7 +571,7 @@ class ConductanceAdapter(ForwardAdapter):
 
 
 class NeuronConductance(_Multiplying):
-    """Conductance of the neuron (Dhamdhere et al. 2018): the flow of the target
+    r"""Conductance of the neuron (Dhamdhere et al. 2018): the flow of the target
     output's integrated gradients through the neuron, ``(x - x0) * integral of
     dF/dv * dv/dx`` along the straight path (``riemann_trapezoid`` by default, as
     Captum). A slice, or a callable linear in the layer's values (a selection, a sum,
@@ -331,7 +580,41 @@ class NeuronConductance(_Multiplying):
     of the selection, which differs for groups. A nonlinear callable is linearised
     at each point of the path (its gradient weights the neurons).
     ``output_selector`` (beyond Captum) picks the explained output of a model that
-    returns a tuple or dict."""
+    returns a tuple or dict.
+
+    Formula:
+        $$\phi_i = (x_i - x'_i) \sum_{k=1}^{m} w_k \sum_j s_j(x_k)
+        \frac{\partial F(x_k)}{\partial h_j} \frac{\partial h_j(x_k)}{\partial x_i}, \qquad
+        x_k = x' + \alpha_k (x - x')$$
+
+        with \(F\) the target output, \(h\) the layer's output (input, with
+        ``attribute_to_neuron_input=True``), \(s_j = \partial n / \partial h_j\) the
+        weight of unit \(j\) in the selection \(n\) (1 for the selected neurons of an index
+        selector, 0 elsewhere), \(x'\) the baseline (zero by default) and the \(m\) =
+        ``n_steps`` points \(\alpha_k\) and weights \(w_k\) of ``method``. With
+        ``multiply_by_inputs=False`` the factor \((x_i - x'_i)\) is left out. By the
+        chain rule, the conductances of all the layer's neurons sum to the integrated
+        gradients of \(F\) when the output depends on the inputs only through the layer.
+
+    Cost:
+        ``n_steps`` forward passes per example, each with two partial backward passes
+        (output to layer, then layer to inputs: about one full backward), batched in
+        chunks of ``internal_batch_size`` rows (``"auto"``: from the memory budget).
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.attr import IntegratedGradients, NeuronConductance
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+        >>> x = torch.randn(2, 3)
+        >>> nc = NeuronConductance(model, model[1])
+        >>> attributions = nc.attribute(x, neuron_selector=1, target=0)
+        >>> attributions.shape
+        torch.Size([2, 3])
+        >>> whole_layer = nc.attribute(x, neuron_selector=slice(None), target=0)
+        >>> ig = IntegratedGradients(model).attribute(x, target=0, method="riemann_trapezoid")
+        >>> bool(torch.allclose(whole_layer, ig, atol=1e-5))
+        True
+    """
 
     def attribute(self, inputs, neuron_selector, baselines=None, target=None, additional_forward_args=None,
                   n_steps: int = 50, method: str = "riemann_trapezoid", internal_batch_size="auto",

@@ -41,13 +41,46 @@ def _stdevs(stdevs, n_inputs: int) -> tuple[float, ...]:
                               "generator": torch.Generator().manual_seed(0)},
           description="SmoothGrad: saliency averaged over noisy copies")
 class NoiseTunnel(Attribution):
-    """Averages another method's attributions over noisy copies of the inputs
+    r"""Averages another method's attributions over noisy copies of the inputs
     (SmoothGrad, Smilkov et al. 2017; VarGrad, Adebayo et al. 2018).
 
     ``generator`` (beyond Captum, on any device) makes the noise reproducible without
     touching the global RNG (see :mod:`torchexplain.core.sampling`). Noisy copies are
     built ``nt_samples_batch_size`` samples at a time (all at once by default); the
     wrapped method chunks its own rows as usual.
+
+    Formula:
+        $$\bar{A} = \frac{1}{N} \sum_{s=1}^{N} A(x + \epsilon_s), \qquad
+        \overline{A^2} = \frac{1}{N} \sum_{s=1}^{N} A(x + \epsilon_s)^2, \qquad
+        \epsilon_s \sim \mathcal{N}(0, \sigma^2 I)$$
+
+        with \(A\) the wrapped method, \(N\) = ``nt_samples`` and \(\sigma\) = ``stdevs``
+        (one per input tensor). ``nt_type="smoothgrad"`` returns \(\bar{A}\),
+        ``"smoothgrad_sq"`` returns \(\overline{A^2}\) and ``"vargrad"`` returns
+        \(\overline{A^2} - \bar{A}^2\) (elementwise). With
+        ``draw_baseline_from_distrib=True`` each noisy copy gets one baseline row drawn
+        at random from ``baselines``.
+
+    Cost:
+        ``nt_samples`` times the wrapped method's forward and backward passes per
+        example: the wrapped method is called once per block of
+        ``nt_samples_batch_size`` samples (once by default) on all of that block's noisy
+        copies, and batches them itself.
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.attr import NoiseTunnel, Saliency
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+        >>> x = torch.randn(2, 3)
+        >>> nt = NoiseTunnel(Saliency(model))
+        >>> smooth = nt.attribute(x, nt_type="smoothgrad", nt_samples=8, stdevs=0.1, target=0,
+        ...                       generator=torch.Generator().manual_seed(0))
+        >>> smooth.shape
+        torch.Size([2, 3])
+        >>> linear = torch.nn.Linear(3, 2)  # a constant gradient: the noise changes nothing
+        >>> smooth = NoiseTunnel(Saliency(linear)).attribute(x, nt_samples=4, stdevs=0.5, target=0)
+        >>> bool(torch.allclose(smooth, Saliency(linear).attribute(x, target=0)))
+        True
     """
 
     def __init__(self, attribution_method: Attribution):
@@ -156,13 +189,44 @@ class NoiseTunnel(Attribution):
     description="GradientSHAP over a zero and a mean-image baseline",
 )
 class GradientShap(BaselineAttribution):
-    """GradientSHAP (Lundberg & Lee 2017): expected gradients between the inputs
+    r"""GradientSHAP (Lundberg & Lee 2017): expected gradients between the inputs
     (plus Gaussian noise of ``stdevs``) and baselines drawn at random from a
     distribution, at random points of the straight path, times the difference.
 
     All ``n_samples`` x batch rows go through the chunked evaluator in one pass.
     ``generator`` (beyond Captum, on any device) makes the draws reproducible
     (:class:`~torchexplain.core.sampling.PathDraws`).
+
+    Formula:
+        $$\phi_i = \frac{1}{S} \sum_{s=1}^{S} (\tilde{x}_{s,i} - b_{s,i})
+        \frac{\partial F(b_s + \alpha_s (\tilde{x}_s - b_s))}{\partial x_i}, \qquad
+        \tilde{x}_s = x + \epsilon_s$$
+
+        with \(S\) = ``n_samples``, each sample's baseline \(b_s\) drawn uniformly from
+        the rows of ``baselines``, \(\alpha_s\) uniform in \([0, 1)\) and
+        \(\epsilon_s \sim \mathcal{N}(0, \sigma^2 I)\), \(\sigma\) = ``stdevs``. With
+        ``multiply_by_inputs=False`` the factor \((\tilde{x}_s - b_s)\) is left out.
+        Completeness holds only approximately (exactly for a linear model):
+        ``return_convergence_delta`` gives, per (example, sample), the sample's summed
+        term minus \(F(\tilde{x}_s) - F(b_s)\).
+
+    Cost:
+        ``n_samples`` forward and backward passes per example, all rows batched in
+        chunks of ``internal_batch_size``; \(2S\) more forward passes per example for
+        ``return_convergence_delta``.
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.attr import GradientShap
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 2))
+        >>> x, baselines = torch.randn(2, 3), torch.randn(4, 3)
+        >>> gs = GradientShap(model)
+        >>> attributions, delta = gs.attribute(x, baselines, n_samples=8, target=0, return_convergence_delta=True,
+        ...                                    generator=torch.Generator().manual_seed(0))
+        >>> attributions.shape, delta.shape
+        (torch.Size([2, 3]), torch.Size([16]))
+        >>> bool(delta.abs().max() < 1e-5)  # a linear model: every sample is exact
+        True
     """
 
     def attribute(

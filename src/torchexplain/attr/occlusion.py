@@ -164,10 +164,48 @@ class _Grid:
 
 @register("occlusion", order=110, defaults=occlusion_window, description="occlusion by a sliding zero window")
 class Occlusion(PerturbationAttribution):
-    """Occlusion with Captum's arguments and values: ``sliding_window_shapes`` (one
+    r"""Occlusion (Zeiler & Fergus 2014): a baseline patch slides over the input; a scalar gets the mean drop it causes.
+
+    Captum's arguments and values: ``sliding_window_shapes`` (one
     tuple per input, without the batch dimension), ``strides`` (int or tuple per input,
     default 1) and ``baselines`` (the occluding value). ``perturbations_per_eval="auto"``
     batches the windows from the memory budget; an int is Captum's windows per forward.
+    The first window of a dimension starts at index 0 and the last one may be cut off
+    at the border.
+
+    Formula:
+        $$\phi_i = \frac{1}{|W(i)|} \sum_{w \in W(i)} \Big(F(x) - F\big(x \odot (1 - \mathbb{1}_w)
+        + x' \odot \mathbb{1}_w\big)\Big)$$
+
+        with \(W(i)\) the windows that cover scalar \(i\), \(\mathbb{1}_w\) the indicator of
+        window \(w\) and \(x'\) the ``baselines`` (0 by default). With windows that do not
+        overlap (strides equal to the window) this is :class:`FeatureAblation` with one
+        feature per window.
+
+    Cost:
+        \(1 + \sum_t \prod_d \big(\lceil (s_{t,d} - k_{t,d}) / r_{t,d} \rceil + 1\big)\)
+        forward passes per example and no backward pass: the inputs once, then one
+        occluded copy per window of each input tensor \(t\) (size \(s\), window shape
+        \(k\) and stride \(r\) along each dimension \(d\)), ``perturbations_per_eval``
+        windows per forward call. ``drill_down`` \(= p\) runs every coarse window, then
+        only the \(\lceil p K \rceil\) of the \(K\) fine windows whose area has the largest
+        coarse attributions (each pass with one forward of the inputs too);
+        ``incremental`` recomputes only the part of each layer that a window changes.
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.attr import FeatureAblation, Occlusion
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, padding=1), torch.nn.ReLU(),
+        ...                             torch.nn.Flatten(), torch.nn.Linear(32, 2))
+        >>> x = torch.randn(2, 1, 4, 4)
+        >>> occlusion = Occlusion(model)
+        >>> attributions = occlusion.attribute(x, sliding_window_shapes=(1, 2, 2), strides=(1, 2, 2), target=0)
+        >>> attributions.shape
+        torch.Size([2, 1, 4, 4])
+        >>> cells = torch.tensor([[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]]).view(1, 1, 4, 4)
+        >>> ablation = FeatureAblation(model).attribute(x, target=0, feature_mask=cells)
+        >>> bool(torch.allclose(attributions, ablation, atol=1e-6))
+        True
     """
 
     incremental_report: IncrementalReport | None = None

@@ -96,12 +96,41 @@ def _check_images(inputs: tuple[Tensor, ...]) -> tuple[int, int]:
 
 @register("rise", order=180, defaults={"n_masks": 500, "seed": 0}, description="RISE, 500 random masks")
 class RISE(Attribution):
-    """Saliency maps from randomly masked inputs (Petsiuk et al. 2018,
-    https://arxiv.org/abs/1806.07421). Model-agnostic: forward passes only.
+    r"""RISE (Petsiuk et al. 2018, https://arxiv.org/abs/1806.07421): saliency maps from randomly masked inputs.
+
+    Model-agnostic: forward passes only.
 
     The masked inputs are evaluated in memory-budgeted batches under
     ``torch.inference_mode`` (``perturbations_per_eval="auto"``); an int evaluates that
     many masks (each over every example) per forward pass.
+
+    Formula:
+        $$S_u = \frac{1}{K p} \sum_{k=1}^{K} F\big(x' + M_k \odot (x - x')\big)\, M_k(u)$$
+
+        with \(K\) = ``n_masks`` smooth masks \(M_k \in [0, 1]^{H \times W}\) (a random
+        binary ``grid_size`` grid, each cell kept with probability \(p\), bilinearly
+        upsampled and cropped at a random shift; the same on every channel), \(x'\) the
+        ``baselines`` (0 by default: \(x \odot M_k\)) and \(F\) the target output. With
+        \(p = 1\) nothing is masked and \(S_u = F(x)\) at every pixel \(u\).
+
+    Cost:
+        \(K\) = ``n_masks`` forward passes per example and no backward pass, in batches
+        of ``perturbations_per_eval`` masks; the masks are drawn up front and built
+        chunk by chunk.
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.attr import RISE
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, padding=1), torch.nn.ReLU(),
+        ...                             torch.nn.Flatten(), torch.nn.Linear(128, 2))
+        >>> x = torch.randn(2, 1, 8, 8)
+        >>> rise = RISE(model)
+        >>> saliency = rise.attribute(x, target=0, n_masks=16, grid_size=2, seed=0)
+        >>> saliency.shape, saliency.dtype
+        (torch.Size([2, 1, 8, 8]), torch.float32)
+        >>> unmasked = rise.attribute(x, target=0, n_masks=4, p=1.0, seed=0)  # every mask keeps everything
+        >>> bool(torch.allclose(unmasked, model(x)[:, 0].view(2, 1, 1, 1).expand(2, 1, 8, 8), atol=1e-5))
+        True
     """
 
     def attribute(

@@ -41,7 +41,8 @@ def _shapley_result(blocks: Blocks, phi: Tensor, fm, inputs, is_tuple):
           defaults=grid_mask(8, n_samples=4, seed=0),
           description="Shapley values of 8x8 grid cells from 4 sampled orders")
 class ShapleyValueSampling(PerturbationAttribution):
-    """Shapley value sampling (Castro et al. 2009; Strumbelj & Kononenko 2010):
+    r"""Shapley value sampling (Castro et al. 2009; Strumbelj & Kononenko 2010): Shapley values from random orders.
+
     ``n_samples`` random orders of the features; each feature's attribution is the
     mean change of the output when it joins the features before it (starting from the
     baselines). Exact for models additive in the features (e.g. linear) with any
@@ -52,6 +53,33 @@ class ShapleyValueSampling(PerturbationAttribution):
     ``1 + n_samples * n_features``). ``generator`` or ``seed`` (beyond Captum) make the
     orders reproducible without touching torch's global generator, which is used (as in
     Captum, drawing the same orders for consecutive feature ids) when neither is given.
+
+    Formula:
+        $$\phi_f = \frac{1}{S} \sum_{s=1}^{S} \Big(v\big(P_f^{(s)} \cup \{f\}\big) - v\big(P_f^{(s)}\big)\Big),
+        \qquad v(T) = F\big(x \odot \mathbb{1}_T + x' \odot (1 - \mathbb{1}_T)\big)$$
+
+        with \(S\) = ``n_samples`` random orders of the \(M\) features, \(P_f^{(s)}\) the
+        features before \(f\) in order \(s\), \(\mathbb{1}_T\) the indicator of the scalars
+        of the features in \(T\) and \(x'\) the ``baselines`` (0 by default); every scalar
+        of feature \(f\) gets \(\phi_f\). Each order telescopes, so efficiency holds
+        exactly for any \(S\): \(\sum_f \phi_f = F(x) - F(x')\).
+
+    Cost:
+        \(2 + S (M - 1)\) forward passes per example and no backward pass, batched
+        ``perturbations_per_eval`` coalitions per forward call (one forward of the
+        batch per coalition for a whole-batch model).
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.attr import ShapleyValueSampling
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+        >>> x = torch.randn(2, 4)
+        >>> attributions = ShapleyValueSampling(model).attribute(x, target=0, n_samples=3, seed=0)
+        >>> attributions.shape
+        torch.Size([2, 4])
+        >>> gap = model(x)[:, 0] - model(torch.zeros(1, 4))[:, 0]
+        >>> bool(torch.allclose(attributions.sum(1), gap, atol=1e-5))
+        True
     """
 
     def attribute(self, inputs, baselines=None, target=None, additional_forward_args=None, feature_mask=None,
@@ -118,10 +146,41 @@ def shapley_weights(n_features: int) -> Tensor:
 @register("shapley_values", aliases=("shapley",), order=150, defaults=grid_mask(3),
           description="exact Shapley values of 3x3 grid cells")
 class ShapleyValues(ShapleyValueSampling):
-    """Exact Shapley values: every one of the ``2**n_features`` coalitions is evaluated
+    r"""Exact Shapley values (Shapley 1953) of the features, from every coalition.
+
+    Every one of the ``2**n_features`` coalitions is evaluated
     once (Captum enumerates all ``n!`` orders, ``n * n!`` evaluations) and feature
     ``i`` gets ``sum over S without i of |S|! (n-|S|-1)! / n! * (v(S + i) - v(S))``.
     Refuses more than 20 features; use :class:`ShapleyValueSampling` there.
+
+    Formula:
+        $$\phi_f = \sum_{T \subseteq N \setminus \{f\}} \frac{|T|!\,(M - |T| - 1)!}{M!}
+        \big(v(T \cup \{f\}) - v(T)\big)$$
+
+        with \(N\) the \(M\) features and \(v(T)\) the explained output with the features of
+        \(T\) from the input and the others at the ``baselines`` (as in
+        :class:`ShapleyValueSampling`); every scalar of feature \(f\) gets \(\phi_f\). The
+        Shapley axioms hold: efficiency \(\sum_f \phi_f = F(x) - F(x')\), symmetry,
+        dummy and linearity; a linear model, each scalar a feature, gets \(w_i (x_i - x'_i)\).
+
+    Cost:
+        \(2^M\) forward passes per example and no backward pass (\(M \le 20\)), batched
+        ``perturbations_per_eval`` coalitions per forward call.
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.attr import ShapleyValues
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+        >>> x = torch.randn(2, 4)
+        >>> attributions = ShapleyValues(model).attribute(x, target=0)
+        >>> attributions.shape
+        torch.Size([2, 4])
+        >>> gap = model(x)[:, 0] - model(torch.zeros(1, 4))[:, 0]
+        >>> bool(torch.allclose(attributions.sum(1), gap, atol=1e-5))
+        True
+        >>> linear = torch.nn.Linear(4, 1)
+        >>> bool(torch.allclose(ShapleyValues(linear).attribute(x, target=0), linear.weight[0] * x, atol=1e-6))
+        True
     """
 
     def attribute(self, inputs, baselines=None, target=None, additional_forward_args=None,  # type: ignore[override]

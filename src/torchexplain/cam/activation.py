@@ -12,13 +12,44 @@ from .base import BaseCAM, weighted
 
 
 class CAM(BaseCAM):
-    """Class activation mapping (Zhou et al. 2016) for a model whose explained
+    r"""Class activation mapping (Zhou et al. 2016): the channels weighted by the linear classifier's weights.
+
+    For a model whose explained
     output is a linear layer on the globally pooled target layer:
     ``cam_c = sum_k W[c, k] A_k`` with ``W`` the weight of ``fc_layer`` (the bias is
     left out; with global average pooling the spatial mean of the raw map plus the
     bias is the logit). ``fc_layer`` None: the first ``nn.Linear`` after the target
     layer, checked to produce the explained output. ``target`` must select a class
-    (a row of ``W``): an int, or one per example; None takes the predicted class."""
+    (a row of ``W``): an int, or one per example; None takes the predicted class.
+
+    Formula:
+        $$L_c = \operatorname{relu}\Big(\sum_k W_{c,k} A_k\Big)$$
+
+        with \(A_k\) the \(k\)-th channel of the target layer's output, \(W\) the weight of
+        ``fc_layer`` and \(c\) the target class; then bilinearly resized to the input
+        (``upsample``); ``relu=False`` leaves out the ReLU. With global average pooling,
+        the raw map's spatial mean plus the bias \(b_c\) is the logit \(y_c\).
+
+    Cost:
+        One forward pass of the batch and no backward pass; on the first call without
+        ``target_layer`` or ``fc_layer``, one more forward of the first example locates
+        them.
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.cam import CAM
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, stride=2, padding=1), torch.nn.ReLU(),
+        ...                             torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 3))
+        >>> x = torch.randn(2, 1, 8, 8)
+        >>> cam = CAM(model)  # target layer and fc_layer located: model[1] and model[4]
+        >>> cam.attribute(x, target=2).shape
+        torch.Size([2, 1, 8, 8])
+        >>> raw = cam.attribute(x, target=2, relu=False, upsample=False)
+        >>> raw.shape
+        torch.Size([2, 1, 4, 4])
+        >>> bool(torch.allclose(raw.mean((1, 2, 3)) + model[4].bias[2], model(x)[:, 2], atol=1e-5))
+        True
+    """
 
     def __init__(self, model, target_layer=None, fc_layer=None, reshape_transform=None, *,
                  layer_call: int | None = None, output_selector=None):
@@ -70,13 +101,44 @@ class CAM(BaseCAM):
 
 
 class EigenCAM(BaseCAM):
-    """EigenCAM (Muhammad and Yeasin 2020): the projection of the layer's
-    activations on their first principal component. Positions are the samples and
+    r"""EigenCAM (Muhammad and Yeasin 2020): the projection of the layer's
+    activations on their first principal component.
+
+    Positions are the samples and
     channels the features; each channel is centred over positions (as
     pytorch-grad-cam does) before the SVD. The SVD's sign is arbitrary, so it is
     fixed: the principal direction ``v`` has ``sum_k v_k >= 0``, which is the same as
     the map correlating positively with the channel-summed activation map.
-    Class-agnostic: ``target`` is checked but does not change the map."""
+    Class-agnostic: ``target`` is checked but does not change the map.
+
+    Formula:
+        $$L = \operatorname{relu}(\tilde{A} v_1), \qquad \tilde{A} = A - \mathbf{1} \bar{a}^\top$$
+
+        with \(A \in \mathbb{R}^{hw \times K}\) the layer's activations (one row per
+        position, one column per channel), \(\bar{a}\) their mean over the positions and
+        \(v_1\) the first right singular vector of \(\tilde{A}\), signed so that
+        \(\sum_k v_{1,k} \ge 0\); then resized to the input. The raw map has zero mean.
+
+    Cost:
+        One forward pass of the batch and no backward pass (plus one SVD per example);
+        on the first call without ``target_layer``, one more forward of the first example.
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.cam import EigenCAM
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, stride=2, padding=1), torch.nn.ReLU(),
+        ...                             torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 3))
+        >>> x = torch.randn(2, 1, 8, 8)
+        >>> eigen = EigenCAM(model, target_layer="1")
+        >>> maps = eigen.attribute(x)
+        >>> maps.shape
+        torch.Size([2, 1, 8, 8])
+        >>> bool(torch.equal(eigen.attribute(x, target=0), eigen.attribute(x, target=2)))  # class-agnostic
+        True
+        >>> raw = eigen.attribute(x, relu=False, upsample=False)
+        >>> bool(raw.mean((2, 3)).abs().max() < 1e-5)
+        True
+    """
 
     def _layer_cam(self, x, adapter, batch_size):
         values, output = self._forward(x, adapter)

@@ -38,7 +38,9 @@ def channel_scores(adapter: ForwardAdapter, channels: int, build, batch_size, de
 
 
 class ScoreCAM(BaseCAM):
-    """Score-CAM (Wang et al. 2020, Algorithm 1): each channel, bilinearly resized to
+    r"""Score-CAM (Wang et al. 2020, Algorithm 1): channels weighted by the scores of the inputs they mask.
+
+    Each channel, bilinearly resized to
     the input and min-max scaled to [0, 1], masks the input; the target scores of the
     masked inputs, soft-maxed over the channels, weight the channels. (A baseline
     score subtracted from every channel cancels in the softmax.)
@@ -46,7 +48,35 @@ class ScoreCAM(BaseCAM):
     The masks are resized with ``align_corners=False``, like the authors' code, our
     final upsampling and OpenCV's resize; pytorch-grad-cam resizes its masks with
     ``align_corners=True`` (and its final map with OpenCV), so its weights differ
-    slightly wherever the layer is coarser than the input."""
+    slightly wherever the layer is coarser than the input.
+
+    Formula:
+        $$L = \operatorname{relu}\Big(\sum_k \frac{e^{s_k}}{\sum_l e^{s_l}} A_k\Big), \qquad
+        s_k = S\big(x \odot \operatorname{minmax}(\operatorname{up}(A_k))\big)$$
+
+        with \(A_k\) the target layer's channels, \(\operatorname{up}\) the bilinear resize
+        to the input, \(\operatorname{minmax}\) the scaling to [0, 1] and \(S\) the target
+        score (the predicted class by default); then resized to the input. The weights
+        sum to 1, so the raw map is a convex combination of the channels.
+
+    Cost:
+        \(1 + K\) forward passes per example and no backward pass, \(K\) the layer's
+        channels: the batch once, then one masked copy per channel, ``batch_size``
+        copies per forward call.
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.cam import ScoreCAM
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, stride=2, padding=1), torch.nn.ReLU(),
+        ...                             torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 3))
+        >>> x = torch.randn(2, 1, 8, 8)
+        >>> raw = ScoreCAM(model, target_layer="1").attribute(x, target=2, relu=False, upsample=False)
+        >>> raw.shape
+        torch.Size([2, 1, 4, 4])
+        >>> activations = model[:2](x)
+        >>> bool(((raw[:, 0] >= activations.amin(1) - 1e-6) & (raw[:, 0] <= activations.amax(1) + 1e-6)).all())
+        True
+    """
 
     def _layer_cam(self, x, adapter, batch_size):
         values, output = self._forward(x, adapter)
@@ -66,7 +96,7 @@ class ScoreCAM(BaseCAM):
 
 
 class AblationCAM(BaseCAM):
-    """Ablation-CAM (Desai and Ramaswamy 2020): channel ``k`` is set to zero at the
+    r"""Ablation-CAM (Desai and Ramaswamy 2020): channel ``k`` is set to zero at the
     layer and the drop of the target score weighs it, ``w_k = (y - y_k) / y`` (the
     drop itself where ``y = 0``).
 
@@ -79,7 +109,36 @@ class AblationCAM(BaseCAM):
     find its values, so it must only select and rearrange (a ViT's patch tokens).
 
     pytorch-grad-cam agrees on layers whose minimum is 0 (after a ReLU); elsewhere it
-    writes ``min - 1e7`` instead of 0, which is not the paper's ablation."""
+    writes ``min - 1e7`` instead of 0, which is not the paper's ablation.
+
+    Formula:
+        $$L = \operatorname{relu}\Big(\sum_k \frac{y - y_k}{y} A_k\Big)$$
+
+        with \(y\) the target score, \(y_k\) the score with channel \(A_k\) of the target
+        layer set to 0 and the denominator 1 where \(y = 0\); then resized to the input.
+
+    Cost:
+        One forward pass of the batch, then \(K\) ablated copies per example (\(K\) the
+        layer's channels) run from the layer on, the layers before it once per example
+        and chunk, ``batch_size`` copies per chunk; a check with two rows per example
+        first. No backward pass. A model whose later layers need the earlier ones row by
+        row gets \(K\) full forward passes per example instead.
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.cam import AblationCAM
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, stride=2, padding=1), torch.nn.ReLU(),
+        ...                             torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 3))
+        >>> x = torch.randn(2, 1, 8, 8)
+        >>> raw = AblationCAM(model, target_layer="1").attribute(x, target=2, relu=False, upsample=False)
+        >>> raw.shape
+        torch.Size([2, 1, 4, 4])
+        >>> activations, y = model[:2](x), model(x)[:, 2]
+        >>> weights = model[4].weight[2] * activations.mean((2, 3)) / y[:, None]  # the linear head's drops
+        >>> bool(torch.allclose(raw[:, 0], (weights[:, :, None, None] * activations).sum(1), atol=1e-5))
+        True
+    """
 
     def _layer_cam(self, x, adapter, batch_size):
         values, output = self._forward(x, adapter)

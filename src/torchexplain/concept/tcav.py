@@ -49,7 +49,8 @@ from .store import ActivationLoader, ActivationStore, model_key
 
 
 class TCAV(ConceptInterpreter):
-    """TCAV (see the module docstring). Arguments as Captum's: ``layers`` are
+    r"""Testing with Concept Activation Vectors (Kim et al. 2018; see the module
+    docstring). Arguments as Captum's: ``layers`` are
     module names (``"layer3"``, ``"conv.1"``) or modules; ``model_id`` names the
     cache folder; ``classifier`` as above; ``layer_attr_method`` replaces the
     layer gradient (a layer attribution instance, pointed at each layer in turn);
@@ -57,7 +58,51 @@ class TCAV(ConceptInterpreter):
     root; ``classifier_kwargs`` go to ``classifier.train_and_eval``.
     ``internal_batch_size`` (beyond Captum): rows per forward / backward chunk, an
     int, None (all at once) or ``"auto"`` (sized from
-    ``torchexplain.config.memory_budget``)."""
+    ``torchexplain.config.memory_budget``).
+
+    Formula:
+        For an experimental set, a layer \(l\) and concept \(c\) of the set, with
+        \(v_c\) the CAV (the classifier's weight row for \(c\), trained on the
+        concepts' activations at \(l\); a binary classifier's row \(w\) gives
+        \(v = \pm w\)):
+
+        $$s_{i,c} = \nabla_{a_l} F_t\big(a_l(x_i)\big) \cdot v_c, \qquad
+        \operatorname{TCAV}_c = \frac{1}{N} \sum_{i=1}^{N} [\, s_{i,c} > 0 \,], \qquad
+        \operatorname{mag}_c = \frac{1}{N} \sum_{i=1}^{N} s_{i,c}$$
+
+        with \(a_l(x_i)\) the activation of input \(x_i\) at \(l\) (flattened), \(F_t\)
+        the output for ``target`` and \(N\) the number of inputs; ``sign_count`` is
+        \(\operatorname{TCAV}_c\) (the paper's score), ``magnitude`` is
+        \(\operatorname{mag}_c\). With ``layer_attr_method``, its attribution at
+        \(l\) replaces the gradient.
+
+    Cost:
+        Per concept, one forward pass over its examples for all layers at once (the
+        activations are cached on disk and reused while the model is unchanged); per
+        (set, layer), the classifier's training on the cached activations (no model
+        pass; a cached CAV is loaded instead); then one forward and one backward pass
+        per input for every layer and set together, in chunks of
+        ``internal_batch_size``. With ``layer_attr_method``, one call of its
+        ``attribute`` per chunk and layer instead.
+
+    Examples:
+        >>> import tempfile
+        >>> import torch
+        >>> from torchexplain.concept import TCAV, Concept
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 2))
+        >>> shifted = Concept(0, "shifted", [torch.randn(8, 4) + 1.0])  # any re-iterable of batches
+        >>> random = Concept(1, "random", [torch.randn(8, 4)])
+        >>> with tempfile.TemporaryDirectory() as cache:
+        ...     scores = TCAV(model, ["0"], save_path=cache).interpret(torch.randn(5, 4), [[shifted, random]],
+        ...                                                            target=1)
+        >>> list(scores), list(scores["0-1"]), scores["0-1"]["0"]["sign_count"].shape
+        (['0-1'], ['0'], torch.Size([2]))
+        >>> found = scores["0-1"]["0"]  # two concepts: v_1 = -v_0
+        >>> bool(torch.allclose(found["sign_count"].sum(), torch.tensor(1.0))), bool(torch.allclose(
+        ...     found["magnitude"][0], -found["magnitude"][1]))
+        (True, True)
+    """
 
     def __init__(self, model: nn.Module, layers, model_id: str = "default_model_id", classifier=None,
                  layer_attr_method=None, attribute_to_layer_input: bool = False, save_path: str = "./cav/", *,

@@ -84,14 +84,52 @@ def loss_factors(model: nn.Module, layer: nn.Module, inputs: tuple, targets, los
 
 
 class TracInCPFast(TracInCPBase):
-    """TracIn over the weight of ``final_fc_layer`` (a name or a module of ``model``):
+    r"""TracIn over the last layer in closed form (Pruthi et al. 2020), over the weight
+    of ``final_fc_layer`` (a name or a module of ``model``):
     ``influence(a, b) = sum_c lr_c * (J_a . J_b) (x_a . x_b)`` with ``J`` the gradient
     of the loss with respect to the layer's output and ``x`` its input.
 
     ``loss_fn`` is required; its ``reduction`` may be ``"sum"``, ``"mean"`` (the
     gradient is scaled by the batch size, as Captum does, to be the per-example
     loss's) or ``"none"`` (summed). ``vectorize`` is accepted for compatibility (one
-    backward per batch is already vectorised)."""
+    backward per batch is already vectorised).
+
+    Formula:
+        $$\operatorname{TracIn}(a, b) = \sum_{c=1}^{C} \eta_c\, (J_a \cdot J_b)(x_a \cdot x_b)
+        = \sum_{c=1}^{C} \eta_c \big\langle \nabla_W \ell(a; \theta_c), \nabla_W \ell(b; \theta_c) \big\rangle$$
+
+        since \(\nabla_W \ell = J x^\top\) for the layer \(y = W x (+ b)\); \(J\) and \(x\)
+        are taken at checkpoint \(c\) with learning rate \(\eta_c\). Only the weight
+        \(W\) counts, not the bias. ``self_influence``:
+        \(\sum_c \eta_c \lVert J \rVert^2 \lVert x \rVert^2\).
+
+    Cost:
+        Per checkpoint, one forward pass per batch of test and of training examples,
+        and one backward pass from the loss to the layer's output only (no backward
+        through the network); then two \(N_{\text{test}} \times N_{\text{train}}\)
+        matrix products of the factors.
+
+    Examples:
+        >>> import os, tempfile
+        >>> import torch
+        >>> from torch.utils.data import TensorDataset
+        >>> from torchexplain.influence import TracInCPFast
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
+        >>> train = TensorDataset(torch.randn(6, 4), torch.randint(0, 3, (6,)))
+        >>> test = (torch.randn(2, 4), torch.randint(0, 3, (2,)))
+        >>> loss = torch.nn.CrossEntropyLoss(reduction="sum")
+        >>> with tempfile.TemporaryDirectory() as checkpoints:
+        ...     torch.save(model.state_dict(), os.path.join(checkpoints, "ckpt-1.pt"))
+        ...     fast = TracInCPFast(model, "2", train, checkpoints, loss_fn=loss, batch_size=3)
+        ...     scores = fast.influence(test)
+        ...     on_itself = fast.influence(train.tensors)
+        ...     self_scores = fast.self_influence()
+        >>> scores.shape
+        torch.Size([2, 6])
+        >>> bool(torch.allclose(self_scores, torch.diagonal(on_itself), atol=1e-5))
+        True
+    """
 
     def __init__(
         self,

@@ -54,12 +54,54 @@ def _check_neighbors(value):
 
 
 class TracInCPFastRandProj(TracInCPFast):
-    """TracInCPFast with the training examples' (optionally projected) final-layer
+    r"""TracInCPFast with random projections (Pruthi et al. 2020), the training
+    examples' (optionally projected) final-layer
     gradient vectors stored at construction, so ``influence`` needs only the test
     examples' forward passes. ``projection_dim``: the target size of each
     checkpoint's vector (None: no projection, exact scores). ``seed`` seeds a
     private ``torch.Generator`` for the projections (the global RNG is untouched).
-    The stored vectors take ``n_train * d1 * d2 * n_checkpoints`` numbers."""
+    The stored vectors take ``n_train * d1 * d2 * n_checkpoints`` numbers.
+
+    Formula:
+        $$v_c(z) = \sqrt{\eta_c}\, \operatorname{vec}\big((J_z P_1)^\top (x_z P_2)\big), \qquad
+        \operatorname{TracIn}(a, b) \approx \sum_{c=1}^{C} v_c(a) \cdot v_c(b)$$
+
+        with \(J_z\) and \(x_z\) the gradient of the loss with respect to the final
+        layer's output and its input at checkpoint \(c\) (learning rate \(\eta_c\)), and
+        \(P_1\) (\(\text{out} \times d_1\)), \(P_2\) (\(\text{in} \times d_2\)) Gaussian
+        matrices of variances \(1/d_1, 1/d_2\), \(d_1 = \min(\lfloor \sqrt{D} \rfloor, \text{out})\),
+        \(d_2 = \min(\lfloor \sqrt{D} \rfloor, \text{in})\), \(D\) = ``projection_dim``. The
+        estimate is unbiased, and equals :class:`TracInCPFast`'s scores
+        when there is no projection (``projection_dim`` None or at least out x in).
+
+    Cost:
+        At construction, per checkpoint, one forward pass per training batch and one
+        backward pass from the loss to the final layer's output only; per
+        ``influence`` call the same for the test batches, then a
+        \(N_{\text{test}} \times N_{\text{train}}\) product of vectors of
+        \(d_1 d_2 C\) numbers (an exact, chunked top-k, or ``nearest_neighbors``).
+
+    Examples:
+        >>> import os, tempfile
+        >>> import torch
+        >>> from torch.utils.data import TensorDataset
+        >>> from torchexplain.influence import TracInCPFast, TracInCPFastRandProj
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
+        >>> train = TensorDataset(torch.randn(6, 4), torch.randint(0, 3, (6,)))
+        >>> test = (torch.randn(2, 4), torch.randint(0, 3, (2,)))
+        >>> loss = torch.nn.CrossEntropyLoss(reduction="sum")
+        >>> with tempfile.TemporaryDirectory() as checkpoints:
+        ...     torch.save(model.state_dict(), os.path.join(checkpoints, "ckpt-1.pt"))
+        ...     exact = TracInCPFastRandProj(model, "2", train, checkpoints, loss_fn=loss, batch_size=3)
+        ...     fast = TracInCPFast(model, "2", train, checkpoints, loss_fn=loss, batch_size=3)
+        ...     same = torch.allclose(exact.influence(test, k=None), fast.influence(test), atol=1e-5)
+        ...     projected = TracInCPFastRandProj(model, "2", train, checkpoints, loss_fn=loss, batch_size=3,
+        ...                                      projection_dim=4)
+        ...     top = projected.influence(test, k=2)
+        >>> same, projected.src_intermediate_quantities.shape, top.indices.shape  # d1 = d2 = 2
+        (True, torch.Size([6, 4]), torch.Size([2, 2]))
+    """
 
     def __init__(
         self,

@@ -47,11 +47,43 @@ def _call(module, batch, extra=None):
 
 
 class SimilarityInfluence(DataInfluence):
-    """Top-k most similar (``similarity_direction="max"``) or least distant (``"min"``)
+    r"""Similarity influence (Captum's ``SimilarityInfluence``): the top-k most
+    similar (``similarity_direction="max"``) or least distant (``"min"``)
     examples of ``influence_src_dataset`` for each input, by the activations of each
     of ``layers`` (names of submodules of ``module``), under ``similarity_metric``
     (default cosine; zero vectors get ``replace_nan``, -2 for "max" and 2 for "min",
-    and their (input, source) index pairs are returned under ``"zero_acts-<layer>"``)."""
+    and their (input, source) index pairs are returned under ``"zero_acts-<layer>"``).
+    ``influence`` returns ``{layer: (indices, scores)}``, each ``[n_inputs, top_k]``.
+
+    Formula:
+        $$\operatorname{topk}_{j} \; s\big(a_l(x), a_l(z_j)\big), \qquad
+        s_{\cos}(a, b) = \frac{a \cdot b}{\lVert a \rVert\, \lVert b \rVert}$$
+
+        per layer \(l\) and input \(x\), over the source examples \(z_j\), with
+        \(a_l\) the flattened activation (the layer's output) and \(s\) =
+        ``similarity_metric``: the largest values for "max", the smallest for "min"
+        (e.g. with a Euclidean distance).
+
+    Cost:
+        One forward pass over the source dataset, without gradients, on the first call
+        (kept in memory and saved under ``activation_dir``, reused while
+        ``load_src_from_disk``); one forward pass over the inputs per call; then the
+        \(N \times N_{\text{src}}\) similarities, ``batch_size`` source rows at a time
+        with a running top-k. No backward pass.
+
+    Examples:
+        >>> import tempfile
+        >>> import torch
+        >>> from torchexplain.influence import SimilarityInfluence
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
+        >>> source = torch.randn(6, 4)
+        >>> with tempfile.TemporaryDirectory() as activations:
+        ...     found = SimilarityInfluence(model, ["0"], source, activations).influence(source[:2], top_k=1)
+        >>> indices, scores = found["0"]  # each source example is most similar to itself
+        >>> indices.tolist(), bool(torch.allclose(scores, torch.ones(2, 1)))
+        ([[0], [1]], True)
+    """
 
     def __init__(
         self,

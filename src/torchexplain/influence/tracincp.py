@@ -16,7 +16,8 @@ from .base import KMostInfluentialResults, TracInCPBase, check_k, top_k
 
 
 class TracInCP(TracInCPBase):
-    """TracIn with checkpoints: ``influence(z, z') = sum_c lr_c * g_c(z) . g_c(z')``, with
+    r"""TracIn with checkpoints (Pruthi et al. 2020):
+    ``influence(z, z') = sum_c lr_c * g_c(z) . g_c(z')``, with
     ``g_c(z)`` the gradient of ``z``'s loss with respect to the parameters of ``layers``
     (default: every parameter that requires grad) at checkpoint ``c``.
 
@@ -28,6 +29,47 @@ class TracInCP(TracInCPBase):
     hook trick that pairs with reducing losses) is accepted for compatibility and
     changes nothing. Each checkpoint is loaded once per call; the model's parameters,
     buffers, ``requires_grad`` flags and modes are restored after every call.
+
+    Formula:
+        $$\operatorname{TracIn}(z, z') = \sum_{c=1}^{C} \eta_c\, \nabla_\theta \ell(z; \theta_c) \cdot
+        \nabla_\theta \ell(z'; \theta_c), \qquad
+        \operatorname{self}(z) = \sum_{c=1}^{C} \eta_c \lVert \nabla_\theta \ell(z; \theta_c) \rVert^2$$
+
+        with \(\theta_c\) the weights of checkpoint \(c\) (of \(C\)), \(\eta_c\) the
+        learning rate ``checkpoints_load_func`` returns, \(\theta\) the parameters of
+        ``layers``, \(\ell\) = ``loss_fn`` (``test_loss_fn`` for the test example
+        \(z'\)) on one example, \(z\) a training example. ``self_influence`` is the
+        diagonal: \(\operatorname{self}(z) = \operatorname{TracIn}(z, z)\).
+
+    Cost:
+        Per checkpoint, one forward and one backward pass per test and per training
+        example (per-example gradients, vectorised over each batch with ``vmap``; one
+        batched forward and backward per batch on the fallback), then an
+        \(N_{\text{test}} \times N_{\text{train}}\) matrix product over the \(P\) chosen
+        parameters. Memory: a batch of \(P\)-sized gradients and every test gradient.
+        The first call in a process also pays ``torch.func``'s one-time start-up.
+
+    Examples:
+        >>> import os, tempfile
+        >>> import torch
+        >>> from torch.utils.data import TensorDataset
+        >>> from torchexplain.influence import TracInCP
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
+        >>> train = TensorDataset(torch.randn(6, 4), torch.randint(0, 3, (6,)))
+        >>> test = (torch.randn(2, 4), torch.randint(0, 3, (2,)))  # one batch: (inputs, labels)
+        >>> loss = torch.nn.CrossEntropyLoss(reduction="sum")
+        >>> with tempfile.TemporaryDirectory() as checkpoints:
+        ...     torch.save(model.state_dict(), os.path.join(checkpoints, "ckpt-1.pt"))
+        ...     tracin = TracInCP(model, train, checkpoints, loss_fn=loss, batch_size=3)
+        ...     scores = tracin.influence(test)
+        ...     top = tracin.influence(test, k=2)  # the 2 proponents of each test example
+        ...     on_itself = tracin.influence(train.tensors)
+        ...     self_scores = tracin.self_influence()
+        >>> scores.shape, top.indices.shape
+        (torch.Size([2, 6]), torch.Size([2, 2]))
+        >>> bool(torch.allclose(self_scores, torch.diagonal(on_itself), atol=1e-5))
+        True
     """
 
     def __init__(

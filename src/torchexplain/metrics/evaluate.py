@@ -143,7 +143,7 @@ def _for_metric(spec: MetricSpec, attributions: Tensor, inputs: Tensor) -> Tenso
 def evaluate(model, inputs: Tensor, methods: Sequence[str] = DEFAULT_METHODS, metrics: Sequence[str] = DEFAULT_METRICS,
              target="top1", *, steps: int = 50, seed: int = 0, class_names=None, show_progress: bool = False,
              explanation=None, **method_kwargs) -> EvaluationTable:
-    """Run every method on ``inputs`` and score it with every metric (names from
+    r"""Run every method on ``inputs`` and score it with every metric (names from
     ``torchexplain.metrics.METRICS``); returns the ranked table. ``steps``: the
     points of the deletion and insertion curves; ``seed`` fixes every random
     perturbation. ``method_kwargs`` go to the methods (as in :func:`explain`).
@@ -154,7 +154,46 @@ def evaluate(model, inputs: Tensor, methods: Sequence[str] = DEFAULT_METHODS, me
     get a CAM's one-channel map broadcast over the channels, as Captum's users do
     (``table.notes`` says so); every (method, metric) pair is checked after the
     methods ran and before any metric does, and an unusable shape is a ValueError
-    naming both. Unknown metric names are refused before any method runs."""
+    naming both. Unknown metric names are refused before any method runs.
+
+    Formula:
+        For each method \(m\) and metric \(M\), over the \(N\) explained rows \(x_n\)
+        (one per example for ``target="top1"``) with target classes \(t_n\):
+
+        $$\bar{M}_m = \frac{1}{N} \sum_{n=1}^{N} M\big(F, x_n, t_n, \phi^{(m)}(x_n)\big), \qquad
+        \operatorname{se}_m = \frac{\operatorname{std}_n M(\cdot)}{\sqrt{N}}$$
+
+        with \(M\) the metric's own formula (:func:`deletion`, :func:`insertion`,
+        :func:`infidelity`, :func:`sensitivity_max`, :func:`sparseness`,
+        :func:`completeness` as \(|\delta| / |F(x) - F(0)|\), :func:`randomization_check`
+        as the mean correlation over the layers). Methods are ranked per metric by
+        \(\bar{M}_m\), rank 1 the best (highest or lowest, as the metric says).
+
+    Cost:
+        One forward pass over ``inputs`` to read the predictions and each method's own
+        cost once on the explained rows (both skipped with ``explanation``), then per
+        method the metrics' costs per row: deletion and insertion ``steps + 1`` forward
+        passes each, infidelity 11 (10 perturbations), completeness 4 (\(F(x)\) and
+        \(F(0)\) for the delta and again for the gap), sparseness none, sensitivity 6
+        runs of the method (5 perturbations), randomization one forward pass and one run
+        of the method per parameterised layer plus one. No metric runs a backward pass
+        itself; sensitivity and randomization re-run the method, with its backward
+        passes.
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.metrics import evaluate
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+        >>> table = evaluate(model, torch.randn(2, 4), methods=["saliency", "integrated_gradients"],
+        ...                  metrics=["deletion", "sparseness"], steps=4)
+        >>> table.methods, table.metrics
+        (['saliency', 'integrated_gradients'], ['deletion', 'sparseness'])
+        >>> sorted(row["deletion_rank"] for row in table.rows)
+        [1, 2]
+        >>> table.results[("saliency", "deletion")].values.shape  # one value per explained row
+        torch.Size([2])
+    """
     from ..methods import MethodCall, resolve, run_methods
 
     unknown = [m for m in metrics if m not in METRICS]

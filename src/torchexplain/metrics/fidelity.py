@@ -58,10 +58,43 @@ def infidelity(
     max_examples_per_batch: int | None = None,
     normalize: bool = False,
 ) -> Tensor:
-    """Expected squared error between ``attributions . I`` and ``F(x) - F(x - I)``
-    over perturbations ``I``: ``perturb_func(inputs[, baselines]) -> (perturbations,
-    perturbed inputs)``. With ``normalize`` the attributions are first rescaled by the
-    least-squares factor. One value per example (lower is better)."""
+    r"""Infidelity (Yeh et al. 2019): the expected squared error between
+    ``attributions . I`` and ``F(x) - F(x - I)`` over perturbations ``I``:
+    ``perturb_func(inputs[, baselines]) -> (perturbations, perturbed inputs)``. With
+    ``normalize`` the attributions are first rescaled by the least-squares factor. One
+    value per example (lower is better).
+
+    Formula:
+        $$\operatorname{INFD} = \frac{1}{K} \sum_{k=1}^{K}
+        \Big( \beta \sum_i \phi_i I^{(k)}_i - \big(F(x) - F(\tilde{x}^{(k)})\big) \Big)^2$$
+
+        with \((I^{(k)}, \tilde{x}^{(k)})\) the \(K\) = ``n_perturb_samples`` draws of
+        ``perturb_func`` (\(\tilde{x} = x - I\) by convention), \(\phi\) the attributions,
+        \(F\) the output for ``target``; \(\beta = 1\), or with ``normalize`` the
+        least-squares \(\beta = \sum_k u_k v_k / \sum_k u_k^2\) of the dot products
+        \(u_k\) and output changes \(v_k\) (0 when every \(u_k = 0\)). Accumulated in
+        float64.
+
+    Cost:
+        ``n_perturb_samples + 1`` forward passes per example (\(F(x)\) once, then one
+        per perturbation), no backward pass, without gradients; the perturbations of
+        every example run in rounds of ``max_examples_per_batch // N`` samples (None:
+        one round), plus ``perturb_func``'s own cost.
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.metrics import infidelity
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Linear(4, 1)
+        >>> x = torch.randn(2, 4)
+        >>> def perturb(inputs):
+        ...     noise = 0.1 * torch.randn_like(inputs)
+        ...     return noise, inputs - noise
+        >>> gradients = model.weight.detach().expand_as(x)  # exact for a linear model
+        >>> scores = infidelity(model, perturb, x, gradients, target=0, n_perturb_samples=5)
+        >>> scores.shape, bool(scores.max() < 1e-8)
+        (torch.Size([2]), True)
+    """
     inputs, is_tuple = as_tuple(inputs)
     attributions, _ = as_tuple(attributions, "attributions")
     _check_pairs(inputs, attributions)
@@ -194,11 +227,46 @@ def sensitivity_max(
     max_examples_per_batch: int | None = None,
     **kwargs,
 ) -> Tensor:
-    """The largest relative change ``||e(x') - e(x)|| / ||e(x)||`` of the explanation
+    r"""Max-sensitivity (Yeh et al. 2019): the largest relative change
+    ``||e(x') - e(x)|| / ||e(x)||`` of the explanation
     ``explanation_func(inputs, **kwargs)`` over ``n_perturb_samples`` perturbed
     inputs ``x'`` (uniform noise of ``perturb_radius`` by default). Per-example
     ``target``, ``additional_forward_args`` and ``baselines`` in ``kwargs`` follow
-    the expanded rows. One value per example (lower is more stable)."""
+    the expanded rows. One value per example (lower is more stable).
+
+    Formula:
+        $$\operatorname{SENS}_{\max} = \max_{k = 1, \dots, K}
+        \frac{\lVert \Phi(\tilde{x}^{(k)}) - \Phi(x) \rVert}{\lVert \Phi(x) \rVert}$$
+
+        with \(\Phi\) = ``explanation_func`` (the tensors of a tuple it returns flattened together),
+        \(\tilde{x}^{(k)}\) the \(K\) = ``n_perturb_samples`` outputs of ``perturb_func``
+        (default: \(x + u\), \(u\) uniform in \([-r, r]\), \(r\) = ``perturb_radius``) and
+        \(\lVert \cdot \rVert\) the ``norm_ord`` norm of the flattened map; a zero
+        \(\lVert \Phi(x) \rVert\) counts as 1.
+
+    Cost:
+        ``n_perturb_samples + 1`` calls of ``explanation_func`` per example, each with
+        its own forward and backward passes (one forward and one backward for a
+        gradient map such as :class:`~torchexplain.attr.Saliency`); the perturbed
+        copies of every example go in rounds of ``max_examples_per_batch // N``
+        samples per call (None: one call for all of them). The comparison itself runs
+        without gradients; ``explanation_func`` must enable them if it needs them
+        (torchexplain's methods do).
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.attr import Saliency
+        >>> from torchexplain.metrics import sensitivity_max
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+        >>> x = torch.randn(2, 4)
+        >>> scores = sensitivity_max(Saliency(model).attribute, x, n_perturb_samples=4, target=0)
+        >>> scores.shape, bool((scores >= 0).all())
+        (torch.Size([2]), True)
+        >>> linear = torch.nn.Linear(4, 3)  # its gradient does not depend on x
+        >>> bool(sensitivity_max(Saliency(linear).attribute, x, target=0).max() < 1e-6)
+        True
+    """
     inputs, _ = as_tuple(inputs)
     _check_samples(n_perturb_samples)
     n = inputs[0].shape[0]

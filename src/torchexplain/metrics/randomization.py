@@ -69,14 +69,47 @@ def _randomise(module: nn.Module, generator_seed: int) -> None:
 
 def randomization_check(method, model: nn.Module, inputs: Tensor, target=None, layers="cascading",
                         absolute: bool = True, seed: int = 0, **attribute_kwargs) -> RandomizationResult:
-    """Spearman correlation of ``method``'s maps before and after randomising the
+    r"""The model-randomization sanity check (Adebayo et al. 2018): Spearman
+    correlation of ``method``'s maps before and after randomising the
     weights of each layer. ``method``: an attribution class built as ``method(model)``
     (e.g. ``Saliency``), a name from :func:`torchexplain.methods.available`, or a
     callable ``(model, inputs, target) -> attributions``. ``layers``: "cascading"
     (from the output down, each step keeping the layers above randomised),
     "independent" (one layer at a time), or a list of module names (cascading in that
     order). A low correlation means the method depends on the weights, as it should.
-    Works on a copy: ``model`` is not changed."""
+    Works on a copy: ``model`` is not changed. ``target`` defaults to each example's
+    predicted class; ``attribute_kwargs`` go to the method.
+
+    Formula:
+        $$\rho_k = \frac{\sum_j (r_j - \bar{r})(r^{(k)}_j - \bar{r}^{(k)})}
+        {\lVert r - \bar{r} \rVert\, \lVert r^{(k)} - \bar{r}^{(k)} \rVert}$$
+
+        per example, with \(r\) the ranks of the flattened map \(|\Phi(x; \theta)|\) of
+        the trained weights \(\theta\) and \(r^{(k)}\) those of \(|\Phi(x; \theta^{(k)})|\)
+        (without ``absolute``, the signed maps), where \(\theta^{(k)}\) re-initialises
+        the \(k\)-th layer (``reset_parameters``, else a normal draw with each
+        parameter's std; seeded with ``seed + k``, k from 0) and, cascading, every layer before it
+        (by default the layers nearer the output); ties are ranked by position.
+
+    Cost:
+        \(L + 1\) runs of the method per example (the original map, then one per step;
+        \(L\) = the modules that own parameters, or the ``layers`` given), each with
+        the method's own forward and backward passes, plus one forward pass to find
+        the layers' order and one more when ``target`` is None; \(L + 3\) deep copies
+        of the model with "independent", 2 otherwise.
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.attr import Saliency
+        >>> from torchexplain.metrics import randomization_check
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+        >>> result = randomization_check(Saliency, model, torch.randn(2, 4), target=0)
+        >>> result.layers, result.mode, result.correlations.shape  # (steps, examples)
+        (['2', '0'], 'cascading', torch.Size([2, 2]))
+        >>> bool((result.correlations.abs() <= 1 + 1e-9).all())
+        True
+    """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
     if target is None:

@@ -308,10 +308,50 @@ def induce_hierarchy(
     linkage: str = "ward",
     namer: Callable[[list[str]], str] | None = None,
 ) -> Hierarchy:
-    """A binary hierarchy over the classes from agglomerative clustering of the final
-    linear layer's weight rows (found automatically in a model, or given).
+    r"""A binary hierarchy over the classes from agglomerative clustering of the final
+    linear layer's weight rows (found automatically in a model, or given), as the
+    induced hierarchies of NBDT (Wan et al., ICLR 2021).
     ``namer(leaf_class_names) -> str`` names inner nodes (default: the longest common
-    prefix of the labels, else ``{a, b}``). Deterministic for given weights."""
+    prefix of the labels, else ``{a, b}``). Deterministic for given weights.
+    ``linkage`` is one of "ward" (default), "average", "complete" or "single".
+
+    Formula:
+        Start from one cluster per class \(k\), its weight row \(w_k\), with Euclidean
+        distances \(d(\{k\}, \{l\}) = \lVert w_k - w_l \rVert\); repeatedly merge the closest
+        pair \(A, B\) into a new inner node and update the distances to every other
+        cluster \(D\) by the Lance-Williams formula of ``linkage``, for Ward's
+
+        $$d(A \cup B, D) = \sqrt{\frac{(n_A + n_D)\, d(A, D)^2 + (n_B + n_D)\, d(B, D)^2 - n_D\, d(A, B)^2}
+        {n_A + n_B + n_D}}$$
+
+        (\(n\): cluster sizes; "average": \(\frac{n_A d(A, D) + n_B d(B, D)}{n_A + n_B}\),
+        "complete": the max, "single": the min of \(d(A, D), d(B, D)\)). Ties go to the
+        first pair in row-major order. The \(C - 1\) merges of \(C\) classes make the
+        inner nodes; the last one is the root.
+
+    Cost:
+        No forward or backward pass: a model is only read for its last ``nn.Linear``
+        weight. \(C - 1\) merges, each an arg-min over the \(C \times C\) distance
+        matrix: \(O(C^3)\) time and \(O(C^2)\) memory, in float64 NumPy on the CPU.
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.nbdt import induce_hierarchy
+        >>> weight = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+        >>> tree = induce_hierarchy(weight, ["cat", "dog", "car", "truck"])
+        >>> print(tree.to_text())
+        {car, cat, dog, truck}
+          {cat, dog}
+            cat
+            dog
+          {car, truck}
+            car
+            truck
+        >>> model = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.ReLU(), torch.nn.Linear(8, 6))
+        >>> tree = induce_hierarchy(model)  # from model[2].weight, classes named "0" .. "5"
+        >>> tree.n_classes, tree.n_nodes
+        (6, 11)
+    """
     weight = final_linear_weight(model_or_weight)
     n = weight.shape[0]
     class_names = [str(i) for i in range(n)] if class_names is None else [str(c) for c in class_names]

@@ -152,8 +152,48 @@ class _NBDT(nn.Module):
 
 
 class SoftNBDT(_NBDT):
-    """Soft inference: ``forward(x)`` returns (N, classes) leaf probabilities (each
-    the product of the decision probabilities along its path; rows sum to 1)."""
+    r"""Soft inference of a neural-backed decision tree (Wan et al., ICLR 2021):
+    ``forward(x)`` returns (N, classes) leaf probabilities (each the product of the
+    decision probabilities along its path; rows sum to 1).
+
+    Built as ``SoftNBDT(model, hierarchy)`` or in nbdt's own forms (see the
+    ``torchexplain.nbdt`` package); ``forward_with_decisions(x)`` also returns each
+    sample's path to its most probable leaf.
+
+    Formula:
+        $$s_c(x) = \frac{1}{|L(c)|} \sum_{k \in L(c)} z_k(x), \qquad
+        p(c \mid n, x) = \frac{e^{s_c(x)}}{\sum_{c' \in \operatorname{ch}(n)} e^{s_{c'}(x)}}, \qquad
+        P(k \mid x) = \prod_{(n, c) \in \operatorname{path}(k)} p(c \mid n, x)$$
+
+        with \(z(x)\) the model's logits, \(L(c)\) the classes under node \(c\),
+        \(\operatorname{ch}(n)\) the children of inner node \(n\) and
+        \(\operatorname{path}(k)\) the (node, child) steps from the root to the leaf of
+        class \(k\). For a final linear layer \(z = W h + b\), \(s_c\) is the inner
+        product of \(h\) with the mean of the rows \(W_k, k \in L(c)\), plus their mean
+        bias. The leaf probabilities sum to 1: \(\sum_k P(k \mid x) = 1\).
+
+    Cost:
+        One forward pass of the model per example (no backward pass), batched as
+        given; then one (N, classes) x (classes, inner nodes x widest branching)
+        matrix product, a log-softmax and a gather, all on the model's device.
+        ``forward_with_decisions`` adds Python dicts of the path per sample.
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.nbdt import SoftNBDT, induce_hierarchy
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))
+        >>> tree = induce_hierarchy(model, ["cat", "dog", "car", "truck"])
+        >>> soft = SoftNBDT(model, tree)
+        >>> x = torch.randn(3, 5)
+        >>> probs = soft(x)
+        >>> probs.shape, bool(torch.allclose(probs.sum(1), torch.ones(3)))
+        (torch.Size([3, 4]), True)
+        >>> probs, decisions = soft.forward_with_decisions(x)
+        >>> path = decisions[0]  # the root first, then one step per decision
+        >>> path[0]["name"], bool(abs(torch.tensor([d["prob"] for d in path]).prod() - probs[0].max()) < 1e-5)
+        ('root', True)
+    """
 
     def forward(self, *args, **kwargs) -> Tensor:
         return self.tables.leaf_log_probs(self.tables.decision_log_probs(self.model(*args, **kwargs))).exp()
@@ -170,9 +210,40 @@ class SoftNBDT(_NBDT):
 
 
 class HardNBDT(_NBDT):
-    """Hard inference: from the root, take the most probable child until a leaf.
+    r"""Hard inference of a neural-backed decision tree (Wan et al., ICLR 2021): from
+    the root, take the most probable child until a leaf.
     ``forward(x)`` returns (N, classes): the product of the path's decision
-    probabilities at the leaf reached, 0 elsewhere (its argmax is the prediction)."""
+    probabilities at the leaf reached, 0 elsewhere (its argmax is the prediction).
+
+    Built as ``HardNBDT(model, hierarchy)`` or in nbdt's own forms (see the
+    ``torchexplain.nbdt`` package); ``forward_with_decisions(x)`` also returns each
+    sample's path, root first.
+
+    Formula:
+        $$n_0 = \text{root}, \qquad n_{j+1} = \arg\max_{c \in \operatorname{ch}(n_j)} p(c \mid n_j, x),
+        \qquad \hat{P}(k \mid x) = [\,k = \ell\,] \prod_{j=0}^{J-1} p(n_{j+1} \mid n_j, x)$$
+
+        with \(p(c \mid n, x)\) the softmax over the children of \(n\) of their mean
+        logits \(s_c(x) = \frac{1}{|L(c)|} \sum_{k \in L(c)} z_k(x)\) (as in
+        :class:`SoftNBDT`), \(\ell\) the class of the leaf \(n_J\) reached and
+        \([\cdot]\) 1 when true, else 0: one entry per row, the leaf reached, is non-zero.
+
+    Cost:
+        One forward pass of the model per example (no backward pass), batched as
+        given; then the decision probabilities (one matrix product and a
+        log-softmax) and one batched greedy step per level of the tree (its depth),
+        all on the model's device.
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.nbdt import HardNBDT, induce_hierarchy
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))
+        >>> hard = HardNBDT(model, induce_hierarchy(model, ["cat", "dog", "car", "truck"]))
+        >>> out = hard(torch.randn(3, 5))
+        >>> out.shape, (out > 0).sum(1).tolist()
+        (torch.Size([3, 4]), [1, 1, 1])
+    """
 
     def _descend(self, *args, **kwargs):
         decisions = self.tables.decision_log_probs(self.model(*args, **kwargs))

@@ -32,15 +32,48 @@ def _callable(value, name: str, optional: bool = False) -> None:
 
 
 class AttackComparator:
-    """A model's ``metric`` on clean inputs ("Original") and on each added attack's
+    r"""A model's ``metric`` on clean inputs ("Original") and on each added attack's
     perturbed inputs, per batch (:meth:`evaluate`) and averaged over batches
-    (:meth:`summary`), with Captum's result forms.
+    (:meth:`summary`), with Captum's result forms (Captum's ``AttackComparator``).
 
     ``metric(model_out, **kwargs)`` returns a number, a tensor (first dimension the
     batch) or a (named) tuple of them; ``preproc_fn`` turns the inputs into the
     model's input (attacks run before or after it). ``evaluate(...,
     perturbations_per_eval=k)`` runs ``k`` inputs (clean or attacked) through the model
     in one forward. Metric forwards run without gradients.
+
+    Formula:
+        $$M_{\text{Original}} = M\big(F(x)\big), \qquad
+        M_a = \frac{1}{R_a} \sum_{r=1}^{R_a} M\big(F(A_a^{(r)}(x))\big)$$
+
+        for each attack \(a\) of \(R_a\) = ``num_attempts`` attempts \(A_a^{(r)}\) (with
+        the min and max over \(r\) too when \(R_a > 1\)), \(F\) the model after
+        ``preproc_fn``. :meth:`summary` is the running mean over the \(B\) batches
+        evaluated of each batch's mean over its examples,
+        \(\frac{1}{B} \sum_{b} \operatorname{mean}_n M_{a, b, n}\).
+
+    Cost:
+        Per :meth:`evaluate`, \(R_a\) calls of each attack (each with its own passes:
+        one forward and one backward pass for :class:`FGSM`, ``step_num`` for
+        :class:`PGD`) and \(1 + \sum_a R_a\) model inputs run without gradients, grouped
+        ``perturbations_per_eval`` per forward pass, plus the metric's own cost.
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.robust import FGSM, AttackComparator
+        >>> model = torch.nn.Sequential(torch.nn.Linear(2, 2, bias=False), torch.nn.Softmax(dim=1))
+        >>> with torch.no_grad():
+        ...     _ = model[0].weight.copy_(torch.eye(2))  # the logits are the inputs
+        >>> def accuracy(out, target):
+        ...     return (out.argmax(1) == target).float()
+        >>> comparator = AttackComparator(model, accuracy)
+        >>> for eps in (0.25, 0.75):
+        ...     comparator.add_attack(FGSM(model), f"FGSM {eps}", attack_kwargs={"epsilon": eps},
+        ...                           additional_attack_arg_names=["target"])
+        >>> comparator.evaluate(torch.eye(2), target=torch.tensor([0, 1]))
+        {'Original': tensor([1., 1.]), 'FGSM 0.25': {'mean': tensor([1., 1.])}, 'FGSM 0.75': {'mean': tensor([0., 0.])}}
+        >>> comparator.summary()["FGSM 0.75"]
+        {'mean': tensor(0.)}
     """
 
     def __init__(self, forward_func: Callable, metric: Callable, preproc_fn: Callable | None = None) -> None:

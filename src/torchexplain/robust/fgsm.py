@@ -13,15 +13,12 @@ from .perturbation import Perturbation
 
 
 class FGSM(Perturbation):
-    """One step along the sign of the loss gradient::
-
-        untargeted:  x' = clamp(x + epsilon * sign(grad_x L(x, y)) * mask)
-        targeted:    x' = clamp(x - epsilon * sign(grad_x L(x, t)) * mask)
-
-    where ``|grad_x L| > zero_thresh`` (elsewhere ``x' = x``), ``clamp`` is to
-    ``[lower_bound, upper_bound]``, and ``L`` is ``loss_func(model output, target)``
-    or, by default, ``-log`` of each example's targeted output (so the model's
-    outputs should be probabilities, as in Captum).
+    r"""The fast gradient sign method (Goodfellow et al. 2015): one step along the sign
+    of the loss gradient, away from the true label ``y`` (untargeted) or towards the
+    class ``t`` (``targeted=True``), where ``|grad_x L| > zero_thresh`` (elsewhere
+    ``x' = x``); ``clamp`` is to ``[lower_bound, upper_bound]``, and ``L`` is
+    ``loss_func(model output, target)`` or, by default, ``-log`` of each example's
+    targeted output (so the model's outputs should be probabilities, as in Captum).
 
     ``bound`` (clamping) and ``zero_thresh`` (1e-6) are attributes that may be
     replaced, as in Captum. ``output_selector`` (ours) picks the tensor to attack
@@ -30,6 +27,36 @@ class FGSM(Perturbation):
     The gradient takes one forward and one backward pass over the whole batch, with
     the model's parameters frozen; the model comes back unchanged (flags, buffers,
     parameter ``.grad``).
+
+    Formula:
+        $$x' = \operatorname{clamp}_{[l, u]}\big(x \pm \epsilon\, m \odot \operatorname{sign}(\nabla_x L(x, y))\big)$$
+
+        with \(+\) untargeted (\(y\): the true labels) and \(-\) targeted (\(y\): the
+        classes to reach), \(\epsilon\) = ``epsilon``, \(m\) the ``mask`` (1 where values
+        may change; default all ones), \(L\) summed over the batch, and
+        \(x'_i = x_i\) where \(|\partial L / \partial x_i| \le\) ``zero_thresh``. For
+        \(l = -\infty, u = \infty\): \(\lVert x' - x \rVert_\infty \le \epsilon\).
+
+    Cost:
+        One forward and one backward pass over the whole batch per ``perturb`` call
+        (one more forward, without gradients, when ``target`` is ``"predicted"``),
+        with the model's parameters frozen.
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.robust import FGSM
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3),
+        ...                             torch.nn.Softmax(dim=1))
+        >>> x = torch.randn(3, 4)
+        >>> y = model(x).argmax(1)
+        >>> adversarial = FGSM(model, lower_bound=-3.0, upper_bound=3.0).perturb(x, epsilon=0.1, target=y)
+        >>> adversarial.shape, bool(((adversarial - x).abs() <= 0.1 + 1e-6).all())
+        (torch.Size([3, 4]), True)
+        >>> def loss(inputs):  # the default loss: -log of the label's probability, summed
+        ...     return -model(inputs).gather(1, y[:, None]).log().sum()
+        >>> bool(loss(adversarial) > loss(x))
+        True
     """
 
     def __init__(self, forward_func: Callable, loss_func: Callable | None = None,

@@ -38,7 +38,8 @@ def param_range(low, high, step) -> Iterator:
 
 
 class MinParamPerturbation:
-    """The smallest ``arg_name`` in ``[arg_min, arg_max)`` (steps of ``arg_step``) for
+    r"""The minimal perturbation search (Captum's ``MinParamPerturbation``): the
+    smallest ``arg_name`` in ``[arg_min, arg_max)`` (steps of ``arg_step``) for
     which ``attack(inputs, **{arg_name: value})`` makes ``correct_fn`` False.
 
     ``mode="linear"`` tries the values in increasing order; ``"binary"`` halves the
@@ -47,6 +48,36 @@ class MinParamPerturbation:
     perturbations_per_eval=k)`` runs up to ``k`` attacked inputs through the model in
     one forward. ``correct_fn(model_out, **kwargs) -> bool`` defaults to "every
     example's arg-max is its target". Forwards run without gradients.
+    ``evaluate`` returns ``(perturbed input, value)``, or ``(None, None)``.
+
+    Formula:
+        $$p^{*} = \min \big\{\, p_j = p_{\min} + j \Delta < p_{\max} \;:\;
+        \operatorname{correct}\big(F(A(x; p_j))\big) = \text{False} \,\big\}$$
+
+        with \(A\) = ``attack``, \(p_{\min}, p_{\max}, \Delta\) = ``arg_min``, ``arg_max``,
+        ``arg_step`` and \(F\) the model (after ``preproc_fn``, when given); a value
+        counts when any of its ``num_attempts`` attempts fools the model. ``"binary"``
+        finds the same \(p^{*}\) when fooling is monotone in \(p\).
+
+    Cost:
+        Per value tried, ``num_attempts`` calls of ``attack`` (each with its own
+        passes: one forward and one backward pass for :class:`FGSM`, ``step_num`` for
+        :class:`PGD`) and one forward pass without gradients per
+        ``perturbations_per_eval`` attempts. ``"linear"`` tries up to
+        \((p_{\max} - p_{\min}) / \Delta\) values, stopping at the first that fools the
+        model; ``"binary"`` about \(\log_2\) of that.
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.robust import FGSM, MinParamPerturbation
+        >>> model = torch.nn.Sequential(torch.nn.Linear(2, 2, bias=False), torch.nn.Softmax(dim=1))
+        >>> with torch.no_grad():
+        ...     _ = model[0].weight.copy_(torch.eye(2))  # the logits are the inputs
+        >>> x, y = torch.tensor([[1.0, 0.0]]), torch.tensor([0])
+        >>> search = MinParamPerturbation(model, FGSM(model), "epsilon", arg_min=0.0, arg_max=2.0, arg_step=0.25)
+        >>> perturbed, epsilon = search.evaluate(x, target=y, attack_kwargs={"target": y})
+        >>> epsilon, perturbed  # logits (1 - eps, eps): the class flips past 0.5
+        (0.75, tensor([[0.2500, 0.7500]]))
     """
 
     def __init__(self, forward_func: Callable, attack: Callable, arg_name: str, arg_min, arg_max, arg_step,

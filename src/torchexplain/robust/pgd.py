@@ -61,10 +61,9 @@ def random_point(center: Tensor, radius: float, norm: str, mask: Tensor | None,
 
 
 class PGD(Perturbation):
-    """Iterated FGSM steps, each projected back into the ball around the inputs::
-
-        x_0 = x  (or a uniform random point of the ball, random_start=True)
-        x_(k+1) = clamp(P(x_k +/- step_size * sign(grad L(x_k)) * mask))
+    r"""Projected gradient descent (Madry et al. 2018): iterated FGSM steps, each
+    projected back into the ball around the inputs, starting from ``x`` (or, with
+    ``random_start=True``, a uniform random point of the ball).
 
     ``P`` projects each example into the ``norm`` ball of ``radius`` around ``x``
     (``"Linf"``: clipping; ``"L2"``: rescaling, as ``torch.renorm``); the step is the
@@ -74,7 +73,40 @@ class PGD(Perturbation):
     Captum's attribute).
 
     Every step is one forward and one backward pass over the whole batch with the
-    model's parameters frozen; nothing else runs the model (no extra forward).
+    model's parameters frozen; nothing else runs the model (no extra forward), except
+    one forward without gradients to fix a ``"predicted"`` target.
+
+    Formula:
+        $$x_0 = x, \qquad x_{k+1} = \operatorname{clamp}_{[l, u]}\Big(P_{B(x, r)}\big(x_k \pm \alpha\, m \odot
+        \operatorname{sign}(\nabla_{x} L(x_k, y))\big)\Big), \quad k = 0, \dots, K - 1$$
+
+        with \(\alpha\) = ``step_size``, \(K\) = ``step_num``, \(m\) the ``mask``,
+        \(B(x, r)\) the ``norm`` ball of radius \(r\) = ``radius`` around each example
+        (``"Linf"``: \(P\) clips \(x_k - x\) to \([-r, r]\); ``"L2"``: \(P\) scales it by
+        \(r / (\lVert x_k - x \rVert_2 + 10^{-7})\) where its norm exceeds \(r\)); the
+        result is \(x_K\). For \(l = -\infty, u = \infty\) it stays in the ball.
+
+    Cost:
+        ``step_num`` forward and backward passes over the whole batch per ``perturb``
+        call (one forward more, without gradients, when ``target`` is
+        ``"predicted"``), with the model's parameters frozen; the random start and
+        the projections are elementwise.
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.robust import PGD
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3),
+        ...                             torch.nn.Softmax(dim=1))
+        >>> x = torch.randn(3, 4)
+        >>> y = model(x).argmax(1)
+        >>> pgd = PGD(model)
+        >>> adversarial = pgd.perturb(x, radius=0.2, step_size=0.05, step_num=5, target=y)
+        >>> adversarial.shape, bool(((adversarial - x).abs() <= 0.2 + 1e-6).all())
+        (torch.Size([3, 4]), True)
+        >>> l2 = pgd.perturb(x, radius=0.5, step_size=0.1, step_num=4, target=y, norm="L2", random_start=True, seed=0)
+        >>> bool(((l2 - x).norm(dim=1) <= 0.5 + 1e-5).all())
+        True
     """
 
     def __init__(self, forward_func: Callable, loss_func: Callable | None = None,

@@ -62,7 +62,7 @@ class _EveryInputReaches(nn.Module):
 
 
 class DeepExplainer:
-    """Deep SHAP (Lundberg & Lee 2017), shap's ``DeepExplainer``: DeepLIFT with the
+    r"""Deep SHAP (Lundberg & Lee 2017), shap's ``DeepExplainer``: DeepLIFT with the
     rescale rule against each background row ``b``, averaged:
     ``phi_i(x) = mean_b m_i(x, b) (x_i - b_i)``, ``m`` the DeepLIFT multipliers.
 
@@ -83,6 +83,35 @@ class DeepExplainer:
     max-pooling. ``expected_value`` is the mean model output over ``data``.
     The model runs in eval mode, as in shap, and is left as it was found.
     ``explainer(X)`` returns an :class:`~torchexplain.shap.Explanation`.
+
+    Formula:
+        $$\phi_i(x) = \frac{1}{B} \sum_{j=1}^{B} m_i(x, b_j)\, (x_i - b_{j,i})$$
+
+        for each explained output, with \(b_1, \dots, b_B\) the rows of ``data`` and
+        \(m(x, b_j)\) the DeepLIFT (rescale) multipliers of \(x\) against \(b_j\) (for a
+        layer, at the layer's input, with \(x_i - b_{j,i}\) its change). Summation to
+        delta, checked by ``check_additivity``:
+        \(\sum_i \phi_i(x) = f(x) - \frac{1}{B} \sum_j f(b_j)\).
+
+    Cost:
+        One forward pass of ``data`` at construction; per call, one forward of ``X``,
+        then one forward and one backward pass per (example, explained output,
+        background row): \(B K\) per example, batched in chunks, each chunk run with its
+        reference rows (twice the rows).
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.shap import DeepExplainer
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+        >>> background, x = torch.randn(8, 3), torch.randn(2, 3)
+        >>> explainer = DeepExplainer(model, background)
+        >>> values = explainer.shap_values(x)
+        >>> values.shape  # (examples, features, outputs)
+        (2, 3, 2)
+        >>> with torch.no_grad():
+        ...     gap = model(x).numpy() - explainer.expected_value
+        >>> bool(abs(values.sum(1) - gap).max() < 1e-5)
+        True
     """
 
     def __init__(self, model, data):

@@ -33,7 +33,7 @@ COMPAT = (None, "shap")
 
 
 class GradientExplainer:
-    """Expected gradients (Erion et al. 2021), shap's ``GradientExplainer``.
+    r"""Expected gradients (Erion et al. 2021), shap's ``GradientExplainer``.
 
     ``GradientExplainer(model, data)`` explains the model's inputs;
     ``GradientExplainer((model, layer), data)`` explains the input of ``layer`` (a
@@ -65,6 +65,44 @@ class GradientExplainer:
     in shap. ``expected_value`` (beyond shap's GradientExplainer) is the model's mean
     output over the background. The model runs in eval mode, as in shap, and is left
     as it was found. ``explainer(X)`` returns an :class:`~torchexplain.shap.Explanation`.
+
+    Formula:
+        $$\phi_i(x) = \mathbb{E}_{b \sim D,\, t \sim U(0, 1)}\Big[(x_i - b_i)\,
+        \frac{\partial f(b + t (x - b))}{\partial x_i}\Big]
+        \approx \frac{1}{S} \sum_{s=1}^{S} (x_i - b_{s,i})\, \frac{\partial f(b_s + t_s (x - b_s))}{\partial x_i}$$
+
+        for each explained output \(f\), with \(D\) the background ``data``, \(S\) =
+        ``nsamples`` draws of a background row \(b_s\) and a point \(t_s\), and \(x\)
+        replaced by \(x + \epsilon_s\), \(\epsilon_s \sim N(0, \sigma^2)\), for
+        ``local_smoothing`` \(= \sigma > 0\) (a layer: the same with \(h(x)\), \(h(b)\) as
+        above). In expectation \(\sum_i \phi_i(x) = f(x) - \mathbb{E}_{b \sim D} f(b)\)
+        (with \(\sigma = 0\); for a layer, when its input is a cut of the model).
+
+    Cost:
+        One forward pass of ``data`` at construction; per call, one forward of ``X`` (to
+        rank the outputs), then ``nsamples`` forward passes per example, each followed
+        by \(K\) backward passes, one per explained output (every output, or the
+        ``ranked_outputs``), ``batch_size`` rows per chunk. The additive layer form also
+        runs the layer's prefix once on ``data`` and, without smoothing, once on ``X``
+        plus a single-row probe per distinct example (and one background row); where
+        that finds the layer's input to be a cut, the prefix runs once per chunk, not
+        once per row.
+
+    Examples:
+        >>> import torch
+        >>> from torchexplain.shap import GradientExplainer
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+        >>> background, x = torch.randn(8, 3), torch.randn(2, 3)
+        >>> values = GradientExplainer(model, background).shap_values(x, nsamples=50, rseed=0)
+        >>> values.shape, values.dtype  # (examples, features, outputs)
+        ((2, 3, 2), dtype('float32'))
+        >>> linear = torch.nn.Linear(3, 2)  # linear, one background row: exact
+        >>> explainer = GradientExplainer(linear, torch.zeros(1, 3))
+        >>> values = explainer.shap_values(x, nsamples=20, rseed=0)
+        >>> with torch.no_grad():
+        ...     gap = linear(x).numpy() - explainer.expected_value
+        >>> bool(abs(values.sum(1) - gap).max() < 1e-5)
+        True
     """
 
     def __init__(self, model, data, batch_size=50, local_smoothing=0, compat: str | None = None):
