@@ -4,7 +4,8 @@ forms, baselines, targets and feature masks, some of them wrong on purpose.
 Every call either returns attributions in the inputs' form (tensor or tuple), shapes
 and dtypes, all finite, with the model and the inputs unchanged; or, when one
 argument was drawn wrong, raises a ValueError or TypeError whose message names that
-argument. Never another exception, never a NaN from valid input.
+argument. Never another exception, never a NaN from valid input. Layer methods return
+the layer's shape, CAMs an (N, 1, H, W) map.
 """
 
 from __future__ import annotations
@@ -212,5 +213,90 @@ def test_public_boundary(name):
     @given(cases(name))
     def run(case):
         check(name, case)
+
+    run()
+
+
+#: methods explaining a hidden layer (the model's first layer, a conv or a linear): the result has the layer's shape
+LAYER_SPECS = {
+    "LayerGradCam": lambda m: attr.LayerGradCam(m, m[0]),
+    "LayerIntegratedGradients": lambda m: attr.LayerIntegratedGradients(m, m[0]),
+    "LayerActivation": lambda m: attr.LayerActivation(m, m[0]),
+    "LayerConductance": lambda m: attr.LayerConductance(m, m[0]),
+}
+LAYER_KWARGS = {"LayerIntegratedGradients": {"n_steps": 4}, "LayerConductance": {"n_steps": 4}}
+
+
+@st.composite
+def layer_cases(draw):
+    kind = draw(st.sampled_from(["flat", "image"]))
+    n = draw(st.integers(1, 3))
+    shape = (n, draw(st.integers(1, 5))) if kind == "flat" else (
+        n, draw(st.integers(1, 2)), draw(st.integers(2, 5)), draw(st.integers(2, 5)))
+    dtype = draw(st.sampled_from([torch.float32, torch.float64]))
+    outputs = draw(st.integers(2, 3))
+    fault = draw(st.one_of(st.none(), st.sampled_from(["target_out_of_range", "target_length", "target_float"]
+                                                        if n > 1 else ["target_out_of_range", "target_float"])))
+    seed = draw(st.integers(0, 2**16))
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+    target = {"target_out_of_range": outputs, "target_length": list(range(n + 1)), "target_float": 0.5}.get(
+        fault, draw(st.lists(st.integers(0, outputs - 1), min_size=n, max_size=n)))
+    return make_model(kind, shape, outputs, dtype, seed), x, target, fault
+
+
+@pytest.mark.parametrize("name", sorted(LAYER_SPECS))
+def test_layer_boundary(name):
+    @SETTINGS
+    @given(layer_cases())
+    def run(case):
+        model, x, target, fault = case
+        layer_out = model[0](x).detach()
+        before, x_before = _snapshot(model), x.clone()
+        kwargs = {} if name == "LayerActivation" else {"target": target}
+        try:
+            result = LAYER_SPECS[name](model).attribute(x, **kwargs, **LAYER_KWARGS.get(name, {}))
+        except (ValueError, TypeError) as error:
+            assert fault is not None, f"valid call raised {type(error).__name__}: {error}"
+            assert "target" in str(error), f"{fault}: the message does not name the argument: {error}"
+        else:
+            assert fault is None or name == "LayerActivation", f"{fault}: accepted"
+            # Grad-CAM sums the layer's channels (dimension 1), kept as a size-1 dimension, as Captum does
+            expected = layer_out.shape if name != "LayerGradCam" else (layer_out.shape[0], 1) + layer_out.shape[2:]
+            assert result.shape == expected and result.dtype == x.dtype and torch.isfinite(result).all()
+        assert _same(before, _snapshot(model)), "the model changed"
+        assert torch.equal(x, x_before), "the inputs changed"
+
+    run()
+
+
+@pytest.mark.parametrize("name", ["GradCAM", "GradCAMPlusPlus", "HiResCAM", "ScoreCAM", "EigenCAM"])
+def test_cam_boundary(name):
+    """CAMs take an image batch (N, C, H, W) and return (N, 1, H, W) maps in [0, inf); anything else is refused."""
+    from torchexplain import cam
+
+    @SETTINGS
+    @given(layer_cases(), st.sampled_from([None, "flat", "integer"]))
+    def run(case, input_fault):
+        model, x, target, fault = case
+        if x.dim() == 2:  # a CAM needs a conv layer: give the flat case's model an image instead
+            model, x = make_model("image", (x.shape[0], 1, 3, 4), model[-1].out_features, x.dtype, 0), \
+                torch.randn(x.shape[0], 1, 3, 4, dtype=x.dtype)
+        if input_fault == "flat":
+            x, fault = x.flatten(1), "inputs"
+        elif input_fault == "integer":
+            x, fault = x.round().long(), "inputs"
+        before = _snapshot(model)
+        method = getattr(cam, name)(model, target_layer="1")
+        try:
+            maps = method.attribute(x, target=target)
+        except (ValueError, TypeError) as error:
+            assert fault is not None, f"valid call raised {type(error).__name__}: {error}"
+            argument = "inputs" if fault == "inputs" else "target"
+            assert argument in str(error), f"{fault}: the message does not name the argument: {error}"
+        else:
+            assert fault is None or name == "EigenCAM", f"{fault}: accepted"  # EigenCAM ignores the target
+            assert maps.shape == (x.shape[0], 1) + x.shape[2:] and torch.isfinite(maps).all()
+            assert (maps >= 0).all()
+        assert _same(before, _snapshot(model)), "the model changed"
 
     run()
