@@ -1,11 +1,11 @@
 """MkDocs hook: the tutorials are executed on every build, so they cannot go stale.
 
-Every ```python block of a page under ``docs/tutorials/`` (the index excepted) runs, in
-order, in one namespace per page and in a fresh temporary working directory. What a
-block prints is shown after it; so is the value of its last line when that is an
-expression (a matplotlib Figure or anything with ``_repr_png_`` as a picture), every
-figure it leaves open in pyplot, and whatever it passes to ``display(obj)``. A block
-that raises fails the build, naming the page and the block's line. Blocks fenced as
+Every ```python block of a page under ``docs/tutorials/`` (their index excepted) and of
+the home page runs, in order, in one namespace per page and in a fresh temporary
+working directory. What a block prints is shown after it; so is the value of its last
+line when that is an expression (a matplotlib Figure or anything with ``_repr_png_`` as
+a picture), every figure it leaves open in pyplot, and whatever it passes to
+``display(obj)``. A block that raises fails the build, naming the page and the line. Blocks fenced as
 ```py are shown, not run (code that needs the network or real weights).
 """
 
@@ -116,7 +116,7 @@ def execute(markdown: str, name: str) -> str:
 
 def on_page_markdown(markdown, page, config, files):
     uri = page.file.src_uri
-    if uri.startswith("tutorials/") and not uri.endswith("index.md"):
+    if uri == "index.md" or (uri.startswith("tutorials/") and not uri.endswith("index.md")):
         return execute(markdown, uri)
     return markdown
 
