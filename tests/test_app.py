@@ -127,6 +127,7 @@ def test_an_upload_is_decoded_and_served_back(client):
     ("bad target", 400, "target 12 is not a class index"),
     ("unknown target name", 400, "neither top1"),
     ("unknown model", 404, "unknown model 'resnet'"),
+    ("unknown model's defaults", 404, "unknown model 'resnet'"),
     ("unknown image", 404, "unknown image"),
     ("unknown job", 404, "unknown job"),
     ("not json", 400, "must be JSON"),
@@ -148,6 +149,8 @@ def test_refusals_are_4xx_with_a_message(client, case, status, message):
         r = post["explain"](target="seven")
     elif case == "unknown model":
         r = client.post("/api/explain", json={**explain_request(), "model": "resnet"})
+    elif case == "unknown model's defaults":
+        r = client.get("/api/info", params={"model": "resnet"})
     elif case == "unknown image":
         r = post["explain"](image="nope")
     elif case == "unknown job":
@@ -355,6 +358,19 @@ def test_every_method_runs_with_the_fields_the_page_shows(client):
     assert [m["name"] for m in job["result"]["methods"]] == list(info)
     flat = [m["name"] for m in job["result"]["methods"] if m["shape"] != [32, 32] or not m["vmax"] > 0]
     assert flat == ["feature_permutation"], flat  # it shuffles features across the batch: one image, all zeros
+
+
+def test_each_models_defaults_are_sized_for_its_own_input():
+    served = load_models(["digits", "torchvision:resnet18"], notify=lambda message: None)  # random weights
+    with TestClient(create_app(served)) as client:
+        occlusion = {}
+        for model in (None, "digits", "torchvision:resnet18"):
+            methods = client.get("/api/info", params={"model": model} if model else {}).json()["methods"]
+            occlusion[model] = next(m["fields"] for m in methods if m["name"] == "occlusion")
+    assert occlusion[None] == occlusion["digits"] == {"sliding_window_shapes": [1, 4, 4], "strides": [1, 2, 2],
+                                                      "baselines": 0.0}  # a 1x32x32 input: windows of 4x4
+    assert occlusion["torchvision:resnet18"] == {"sliding_window_shapes": [3, 28, 28], "strides": [3, 14, 14],
+                                                 "baselines": 0.0}  # 3x224x224: an eighth of the side
 
 
 def test_serve_takes_several_models_and_runs_either_way():

@@ -157,6 +157,10 @@ def test_explain_two_methods_in_the_page(url, tmp_path):
         step("switch to resnet18", lambda: (page.select_option("#model", "torchvision:resnet18"),
                                             page.wait_for_function("() => document.querySelector('#classes li')"
                                                                    ".textContent.includes('%')")))
+        window = "fieldset[data-method=occlusion] input[name=sliding_window_shapes]"
+        assert page.input_value(window) == "[3,28,28]"  # the defaults are resnet18's, not the digits model's
+        assert page.locator("#maps canvas, #layerview canvas, #ranking tr").count() == 0  # the digits results went
+        assert page.input_value("fieldset[data-method=integrated_gradients] input[name=n_steps]") == "50"
         page.uncheck("#m-grad_cam")
         page.fill("fieldset[data-method=integrated_gradients] input[name=n_steps]", "16")
         big = []
@@ -188,6 +192,8 @@ def test_open_a_run_written_by_explain(url, tmp_path):
         step("load the runs", lambda: (page.goto(url), page.wait_for_selector("#runrows tr[data-row]")))
         assert page.locator("#runs-section").is_visible()
         assert page.locator("#runrows tr[data-row]").count() == 3
+        width = page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
+        assert width[0] <= width[1], f"the page is {width[0]} px wide in a {width[1]} px window"
         assert page.locator("#runrows th").all_inner_texts() == ["id", "class", "predicted", "probability",
                                                                  "saliency/total", "integrated_gradients/total"]
         step("filter by class", lambda: page.fill("#runfilter", "4"))

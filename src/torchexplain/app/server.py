@@ -1,6 +1,7 @@
 """The app's HTTP side (FastAPI): the page and its static files, and a small JSON API.
 
-``GET /api/info``: models, methods with their form fields, sample images, limits.
+``GET /api/info?model=``: models, methods with their form fields (defaults for that
+model, the first one if none is named), sample images, limits.
 ``POST /api/images`` (the raw image bytes): an image id. ``GET /api/images/{id}.png``.
 ``POST /api/predict`` {model, image, k}: the top-k classes.
 ``POST /api/explain`` {model, image, methods, target, arguments}: a job;
@@ -120,11 +121,11 @@ def create_app(models: dict, *, max_upload: int = MAX_UPLOAD, samples=None, runs
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/api/info")
-    async def info():
-        first = next(iter(models.values()))
-        if first.name not in fields:
-            fields[first.name] = method_fields(first)
-        return {"models": [m.info() for m in models.values()], "methods": fields[first.name],
+    async def info(model: str | None = None):
+        served = next(iter(models.values())) if model is None else model_of(model)
+        if served.name not in fields:
+            fields[served.name] = method_fields(served)
+        return {"models": [m.info() for m in models.values()], "methods": fields[served.name],
                 "samples": sample_ids, "max_upload": max_upload}
 
     @app.post("/api/images")

@@ -27,11 +27,7 @@ async function start() {
     const label = Object.assign(document.createElement("label"), { htmlFor: box.id, textContent: ` ${m.name}` });
     label.prepend(box); row.append(label);
     const fields = document.createElement("fieldset"); fields.hidden = true; fields.dataset.method = m.name;
-    for (const [key, value] of Object.entries(m.fields)) {
-      const input = Object.assign(document.createElement("input"), { type: "text", name: key,
-        value: JSON.stringify(value) });
-      const l = document.createElement("label"); l.append(`${key} `, input); fields.append(l);
-    }
+    fillFields(fields, m.fields);
     box.onchange = () => { fields.hidden = !box.checked; };
     row.append(fields); $("methods").append(row);
   }
@@ -42,7 +38,7 @@ async function start() {
   $("evaluate").onclick = evaluate;
   $("cancel").onclick = () => state.job && api(`/api/jobs/${state.job}`, { method: "DELETE" });
   $("opacity").oninput = $("sign").onchange = draw;
-  $("model").onchange = async () => { await loadLayers(); if (state.image) await choose(state.image); }; $("layer").onchange = showLayer;
+  $("model").onchange = switchModel; $("layer").onchange = showLayer;
   $("showtree").onclick = showTree; $("treesearch").onchange = () => findInTree($("treesearch").value);
   let treeSize = 14;
   const zoom = (k) => { treeSize = Math.max(8, Math.min(28, treeSize + k)); $("tree").style.setProperty("--tree-size",
@@ -50,6 +46,29 @@ async function start() {
   $("zoomin").onclick = () => zoom(2); $("zoomout").onclick = () => zoom(-2);
   await loadLayers();
   await loadRuns();
+}
+
+function fillFields(fieldset, fields) {  // one text input per argument, holding its default as JSON
+  fieldset.replaceChildren(...Object.entries(fields).map(([key, value]) => {
+    const input = Object.assign(document.createElement("input"), { type: "text", name: key,
+      value: JSON.stringify(value) });
+    const l = document.createElement("label"); l.append(`${key} `, input);
+    return l;
+  }));
+}
+
+async function switchModel() {  // the methods' defaults and class names are the new model's; its results are gone
+  const name = $("model").value;
+  try {
+    const info = await api(`/api/info?model=${encodeURIComponent(name)}`);
+    for (const m of info.methods) fillFields($("methods").querySelector(`fieldset[data-method="${m.name}"]`), m.fields);
+    const model = info.models.find((m) => m.name === name);
+    $("classnames").replaceChildren(...(model.class_names || []).map((n) => new Option(n)));
+    state.result = null; $("readout").textContent = ""; $("treeline").textContent = "";
+    for (const id of ["maps", "ranking", "curves", "layerview", "tree"]) $(id).replaceChildren();
+    await loadLayers();
+    if (state.image) await choose(state.image);
+  } catch (err) { say(err.message, true); }
 }
 
 async function upload(file) {
