@@ -40,6 +40,7 @@ class _Page:
         png = _png(obj)
         if png is not None:
             self.shown.append(_image(png))
+            _close(obj)  # a pyplot figure shown as a value is not shown again as an open figure
         elif obj is not None:
             print(repr(obj))
 
@@ -75,6 +76,15 @@ def _png(obj) -> bytes | None:
     if hasattr(obj, "_repr_png_") and not isinstance(obj, type):
         return obj._repr_png_()
     return None
+
+
+def _close(obj) -> None:
+    from matplotlib.figure import Figure
+
+    if isinstance(obj, Figure):
+        import matplotlib.pyplot as plt
+
+        plt.close(obj)
 
 
 def _image(png: bytes) -> str:
