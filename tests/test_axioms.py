@@ -610,6 +610,13 @@ def test_ig_auto_steps_cap():
     close(attrs[1], [[-0.3]], atol=5e-2)
 
 
+def test_ig_auto_steps_below_16_start_at_the_cap():
+    x = (torch.tensor([[3.0]], dtype=DT), torch.tensor([[0.5]], dtype=DT))
+    ig = te.IntegratedGradients(kinked)
+    _, delta = ig.attribute(x, n_steps="auto", tol=1e-12, max_steps=4, return_convergence_delta=True)
+    assert delta.n_steps == 4 and ig.n_steps_used == 4
+
+
 def test_ig_auto_steps_linear_model_stops_at_16():
     torch.manual_seed(54)
     lin = nn.Linear(5, 3).double()

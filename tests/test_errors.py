@@ -322,6 +322,13 @@ def test_ig_n_steps(n_steps, net, x):
     assert net.calls[0] == 0
 
 
+@pytest.mark.parametrize("max_steps", [0, -1, 8.5, True], ids=repr)
+def test_ig_auto_max_steps(max_steps, net, x):
+    with pytest.raises(ValueError, match=rf"max_steps must be a positive int; got {max_steps!r}"):
+        IntegratedGradients(net).attribute(x, target=0, n_steps="auto", max_steps=max_steps)
+    assert net.calls[0] == 0
+
+
 def test_ig_n_steps_too_few_for_riemann(net, x):
     with pytest.raises(ValueError, match=r"n_steps must be at least 2 for riemann_trapezoid; got 1"):
         IntegratedGradients(net).attribute(x, target=0, n_steps=1, method="riemann_trapezoid")

@@ -22,7 +22,8 @@ class IntegratedGradients(BaselineAttribution):
     Every (step, example) row goes through the chunked evaluator, so memory stays
     within ``torchexplain.config.memory_budget`` whatever ``n_steps`` is.
     ``n_steps="auto"`` doubles the steps from 16 until the relative convergence delta
-    ``|delta| / |F(x) - F(x0)|`` of every example is below ``tol`` (or ``max_steps``);
+    ``|delta| / |F(x) - F(x0)|`` of every example is below ``tol`` (or the next doubling would pass
+    ``max_steps``; fewer than 16 if ``max_steps`` is smaller);
     the steps used are kept in ``self.n_steps_used`` and on the returned delta as
     ``delta.n_steps``.
 
@@ -78,6 +79,8 @@ class IntegratedGradients(BaselineAttribution):
             raise ValueError(f'n_steps must be a positive int or "auto"; got {n_steps!r}')
         if auto and not (tol > 0):
             raise ValueError(f"tol must be positive; got {tol!r}")
+        if auto and (isinstance(max_steps, bool) or not isinstance(max_steps, numbers.Integral) or max_steps < 1):
+            raise ValueError(f"max_steps must be a positive int; got {max_steps!r}")
         with self._guard():
             if not auto:
                 attributions = self._integrate(inputs, baselines, adapter, int(n_steps), method, chunk)
@@ -89,7 +92,7 @@ class IntegratedGradients(BaselineAttribution):
         return (result, delta) if return_convergence_delta else result
 
     def _integrate_auto(self, inputs, baselines, adapter, method, chunk, tol, max_steps):
-        n_steps = 16
+        n_steps = min(16, int(max_steps))
         gap = self._gap(adapter, baselines, inputs)
         while True:
             attributions = self._integrate(inputs, baselines, adapter, n_steps, method, chunk)
