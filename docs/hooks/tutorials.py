@@ -98,9 +98,11 @@ def execute(markdown: str, name: str) -> str:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
     import torch
 
     torch.manual_seed(0)
+    numpy_options = np.get_printoptions()
     page = _Page()
     pieces, end = [], 0
     start = time.perf_counter()
@@ -120,6 +122,8 @@ def execute(markdown: str, name: str) -> str:
         finally:
             os.chdir(here)
             plt.close("all")
+            torch.set_printoptions(profile="default")  # a page's print settings do not leak into the next
+            np.set_printoptions(**numpy_options)
     log.info("tutorial %s ran in %.1f s", name, time.perf_counter() - start)
     return "".join(pieces) + markdown[end:]
 
