@@ -57,10 +57,12 @@ function fillFields(fieldset, fields) {  // one text input per argument, holding
   }));
 }
 
+let switches = 0;
 async function switchModel() {  // the methods' defaults and class names are the new model's; its results are gone
-  const name = $("model").value;
+  const name = $("model").value, mine = ++switches;
   try {
     const info = await api(`/api/info?model=${encodeURIComponent(name)}`);
+    if (mine !== switches) return;  // the user switched again meanwhile: that switch fills the page
     for (const m of info.methods) fillFields($("methods").querySelector(`fieldset[data-method="${m.name}"]`), m.fields);
     const model = info.models.find((m) => m.name === name);
     $("classnames").replaceChildren(...(model.class_names || []).map((n) => new Option(n)));
