@@ -325,6 +325,11 @@ def test_evaluate_ranks_methods_and_exports(digits):
     ig = te.IntegratedGradients(model).attribute(x[:4], target=model(x[:4]).argmax(1), return_convergence_delta=False)
     expected = deletion(model, x[:4], ig, steps=16).mean().item()
     assert table.rows[1]["deletion"] == pytest.approx(expected, rel=1e-5)
+    target = model(x[:4]).argmax(1)
+    with torch.no_grad():
+        gap = model(x[:4])[range(4), target] - model(torch.zeros_like(x[:4]))[range(4), target]
+    relative = completeness(ig, model, x[:4], 0.0, target).abs() / gap.abs()
+    assert table.rows[1]["completeness"] == pytest.approx(relative.mean().item(), rel=1e-4)
     parsed = list(csv.DictReader(io.StringIO(table.to_csv())))
     assert float(parsed[0]["seconds"]) > 0 and parsed[1]["method"] == "integrated_gradients"
     assert table.to_markdown().count("\n") == 3 and "<table" in table.to_html()
