@@ -53,7 +53,8 @@ def _parser() -> argparse.ArgumentParser:
         help="comma-separated metric names: " + ", ".join(_metric_names()),
     )
     ev.add_argument("--target", default="top1", help="top1 | class index | class name")
-    ev.add_argument("--steps", type=int, default=50, help="points of the deletion and insertion curves (default 50)")
+    ev.add_argument("--steps", type=int, default=50,
+                    help="steps of the deletion and insertion curves (steps + 1 points; default 50)")
     ev.add_argument("--out", default="torchexplain-eval", help="output directory (default: torchexplain-eval)")
     _common(ev)
     _dataset_parser(sub)

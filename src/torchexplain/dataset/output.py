@@ -82,13 +82,15 @@ class Output:
         if old is None:
             if any(out.iterdir()):
                 raise OutputError(f"output directory {out} is not empty and holds no explain-dataset run; "
-                                  "pass --overwrite or choose another --out")
+                                  "pass overwrite=True (--overwrite) or choose another out= (--out)")
             return
         if old.get("config_hash") != manifest["config_hash"]:
             raise OutputError(f"{out} holds a run with another configuration ({', '.join(_differences(old, manifest))}"
-                              " differ); pass --overwrite to replace it, or choose another --out")
+                              " differ); pass overwrite=True (--overwrite) to replace it, "
+                              "or choose another out= (--out)")
         if not resume and schema.shard_paths(out):
-            raise OutputError(f"{out} already holds rows of this run; resume it (the default) or pass --overwrite")
+            raise OutputError(f"{out} already holds rows of this run; resume it (the default) "
+                              "or pass overwrite=True (--overwrite)")
 
     def _clear(self) -> None:
         out = self.out

@@ -145,7 +145,7 @@ def evaluate(model, inputs: Tensor, methods: Sequence[str] = DEFAULT_METHODS, me
              explanation=None, **method_kwargs) -> EvaluationTable:
     r"""Run every method on ``inputs`` and score it with every metric (names from
     ``torchexplain.metrics.METRICS``); returns the ranked table. ``steps``: the
-    points of the deletion and insertion curves; ``seed`` fixes every random
+    steps of the deletion and insertion curves (``steps + 1`` points each); ``seed`` fixes every random
     perturbation. ``method_kwargs`` go to the methods (as in :func:`explain`).
     ``explanation``: an :class:`~torchexplain.Explanation` of these inputs that already
     holds the methods' attributions (and times), to score them without re-running.

@@ -48,7 +48,7 @@ def plot_explanation(explanation, methods: Sequence[str] | None = None, sign: st
         else:
             axes[r, 0].bar(range(image.numel()), image.flatten().cpu().float().numpy())
         s = summaries[r]
-        axes[r, 0].set_title(f"{s['target']} ({s['target_probability']:.0%})", fontsize=9)
+        axes[r, 0].set_title(f"{s['target']} ({s['target_probability']:.1%})", fontsize=9)
         for c, m in enumerate(methods, start=1):
             attr = explanation.attributions[m][r]
             if image_like:
