@@ -17,7 +17,7 @@ import numpy as np
 from ..dataset import schema
 from .dataset_stats import DatasetStats
 
-#: points of the deletion and insertion curves (as ``torchexplain evaluate`` uses)
+#: steps of the deletion and insertion curves, steps + 1 points (as ``torchexplain evaluate`` uses)
 STEPS = 50
 
 
