@@ -22,15 +22,9 @@ from .layer import (
     LayerGradientXActivation,
 )
 from .layer_base import LayerAttribution
-from .layer_deeplift import LayerDeepLiftShap
+from .layer_deeplift import LayerDeepLift, LayerDeepLiftShap
 from .layer_lrp import LayerLRP
-from .layer_path import (
-    InternalInfluence,
-    LayerConductance,
-    LayerDeepLift,
-    LayerGradientShap,
-    LayerIntegratedGradients,
-)
+from .layer_path import InternalInfluence, LayerConductance, LayerGradientShap, LayerIntegratedGradients
 from .layer_perturbation import LayerFeatureAblation, LayerFeaturePermutation
 from .lime import KernelShap, Lime, get_exp_kernel_similarity_function
 from .lime_base import LimeBase
@@ -38,16 +32,12 @@ from .llm import LLMAttribution, LLMAttributionResult, LLMGradientAttribution
 from .llm_remote import RemoteLLMAttribution, RemoteLLMProvider, VLLMProvider
 from .lrp import LRP
 from .lrp_rules import *  # noqa: F403  (the LRP rules and composites, named once: lrp_rules.__all__)
-from .neuron import (
-    NeuronAttribution,
+from .neuron import NeuronAttribution, NeuronDeconvolution, NeuronFeatureAblation, NeuronGradient, NeuronGuidedBackprop
+from .neuron_path import (
     NeuronConductance,
-    NeuronDeconvolution,
     NeuronDeepLift,
     NeuronDeepLiftShap,
-    NeuronFeatureAblation,
-    NeuronGradient,
     NeuronGradientShap,
-    NeuronGuidedBackprop,
     NeuronIntegratedGradients,
 )
 from .noise import GradientShap, NoiseTunnel

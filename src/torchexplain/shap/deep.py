@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from ..attr.deeplift import DeepLiftShap
-from ..attr.layer_path import LayerDeepLift
+from ..attr.layer_deeplift import LayerDeepLift
 from ..core.hooks.layers import resolve_layer
 from ..core.targets import output_ranks
 from .explanation import Explanation
