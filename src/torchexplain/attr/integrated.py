@@ -11,6 +11,7 @@ from ..core.inputs import format_baselines, format_output
 from ..core.registry import register
 from .approximation import path_tables
 from .base import BaselineAttribution, per_row, row_sums, take
+from .seeding import positive_int
 
 
 @register("integrated_gradients", aliases=("ig",), delta=True, order=30,
@@ -79,8 +80,8 @@ class IntegratedGradients(BaselineAttribution):
             raise ValueError(f'n_steps must be a positive int or "auto"; got {n_steps!r}')
         if auto and not (tol > 0):
             raise ValueError(f"tol must be positive; got {tol!r}")
-        if auto and (isinstance(max_steps, bool) or not isinstance(max_steps, numbers.Integral) or max_steps < 1):
-            raise ValueError(f"max_steps must be a positive int; got {max_steps!r}")
+        if auto:
+            max_steps = positive_int(max_steps, "max_steps")
         with self._guard():
             if not auto:
                 attributions = self._integrate(inputs, baselines, adapter, int(n_steps), method, chunk)
@@ -92,7 +93,7 @@ class IntegratedGradients(BaselineAttribution):
         return (result, delta) if return_convergence_delta else result
 
     def _integrate_auto(self, inputs, baselines, adapter, method, chunk, tol, max_steps):
-        n_steps = min(16, int(max_steps))
+        n_steps = min(16, max_steps)
         gap = self._gap(adapter, baselines, inputs)
         while True:
             attributions = self._integrate(inputs, baselines, adapter, n_steps, method, chunk)

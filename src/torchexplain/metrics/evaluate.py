@@ -14,11 +14,9 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from ..core.forward import ForwardAdapter
-from ..core.gradients import output_gap
 from .curves import deletion, insertion
 from .fidelity import infidelity, sensitivity_max
-from .properties import sparseness
+from .properties import delta_and_gap, sparseness
 from .randomization import randomization_check
 from .result import MetricResult
 from .table import EvaluationTable
@@ -61,8 +59,7 @@ def _gaussian_perturbation(seed: int, std: float = 0.1):
 
 
 def _relative_completeness(c: Case) -> Tensor:
-    gap = output_gap(ForwardAdapter(c.model, len(c.inputs), c.target), (torch.zeros_like(c.inputs),), (c.inputs,))
-    delta = c.attributions.reshape(len(c.inputs), -1).sum(1).to(gap.dtype) - gap  # completeness(), one gap
+    delta, gap = delta_and_gap(c.attributions, c.model, c.inputs, 0.0, c.target)
     return (delta.abs() / gap.abs().clamp_min(1e-12)).float()
 
 

@@ -42,6 +42,13 @@ def completeness(attributions, model, inputs, baselines=0.0, target=None, additi
         >>> bool(completeness(gradients, model, x, target=0).abs().max() < 1e-4)  # gradients alone are not complete
         False
     """
+    return delta_and_gap(attributions, model, inputs, baselines, target, additional_forward_args)[0]
+
+
+def delta_and_gap(attributions, model, inputs, baselines=0.0, target=None,
+                  additional_forward_args=None) -> tuple[Tensor, Tensor]:
+    """:func:`completeness`'s delta and the gap ``F(inputs) - F(baselines)`` it measures
+    against, per example (two forward passes in all)."""
     inputs, _ = as_tuple(inputs)
     attributions, _ = as_tuple(attributions, "attributions")
     if len(attributions) != len(inputs):
@@ -52,7 +59,7 @@ def completeness(attributions, model, inputs, baselines=0.0, target=None, additi
     with model_guard(model):
         gap = output_gap(adapter, baselines, inputs)
     total = sum(a.reshape(n, -1).sum(1) for a in attributions)
-    return total.to(gap.dtype) - gap
+    return total.to(gap.dtype) - gap, gap
 
 
 def sparseness(attributions) -> Tensor:
