@@ -7,6 +7,10 @@ expected value, the right scale for attributions that pass through zero.
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
+import pytest
 import torch
 from torch import Tensor, nn
 from torch.nn.modules import module as module_globals
@@ -113,3 +117,15 @@ def assert_unchanged(model: nn.Module, before: dict) -> None:
     assert torch._C._len_torch_function_stack() == 0, "a TorchFunctionMode is still active"
     assert torch._C._autograd._top_saved_tensors_default_hooks(False) is None, "saved-tensor hooks left active"
     assert torch.is_grad_enabled()
+
+
+#: Debian's chromium, which the browser tests (and tutorials 7 and 8) drive through Playwright
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def playwright_or_skip():
+    """``playwright.sync_api``, or a skip when Playwright or chromium is missing."""
+    playwright = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (a dev extra)")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium); CI installs it")
+    return playwright

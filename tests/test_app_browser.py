@@ -6,13 +6,14 @@ time from pressing Explain to the overlays drawn is printed against the methods'
 from __future__ import annotations
 
 import contextlib
-import shutil
 import socket
 import threading
 import time
 from pathlib import Path
 
 import pytest
+
+from helpers import CHROMIUM, playwright_or_skip
 
 pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
@@ -21,17 +22,9 @@ from torchexplain import models  # noqa: E402
 from torchexplain.app import create_app  # noqa: E402
 from torchexplain.app.state import load_models  # noqa: E402
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-def _browser():
-    playwright = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (a dev extra)")
-    if not Path(CHROMIUM).exists():
-        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium); CI installs it")
-    return playwright
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +79,7 @@ class Steps:
 @contextlib.contextmanager
 def browser_page(folder: Path):
     """(page, step, errors): a chromium page, its :class:`Steps` and the script errors it raised."""
-    playwright = _browser()
+    playwright = playwright_or_skip()
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -15,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from helpers import CHROMIUM, playwright_or_skip
+
 SCRIPT = Path(sys.executable).with_name("torchexplain")
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
 #: the digits demo's report (20 methods x 10 digits) must stay small enough to open at once
@@ -75,13 +75,6 @@ def test_demo_writes_a_small_report_with_every_method(demo):
     assert "Which explanation to trust?" in page and "RISE scores each pixel" in page
 
 
-def _browser():
-    playwright = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (a dev extra)")
-    if not Path(CHROMIUM).exists():
-        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium); CI installs it")
-    return playwright
-
-
 BARS = """() => [...document.querySelectorAll('th.method')].map(th => {
   const bar = th.querySelector('.cbar.signed').getBoundingClientRect();
   const zero = th.querySelector('.ticks.signed .mid').getBoundingClientRect();
@@ -98,7 +91,7 @@ def test_demo_report_in_a_browser(demo, tmp_path):
 
     from torchexplain.methods import available
 
-    playwright = _browser()
+    playwright = playwright_or_skip()
     _, out = demo
     requests, errors = [], []
     with playwright.sync_playwright() as p:

@@ -9,12 +9,13 @@ import importlib
 import inspect
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from helpers import playwright_or_skip
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "docs" / "hooks"))
@@ -89,8 +90,7 @@ def test_every_method_of_the_method_packages_is_listed():
 
 @pytest.fixture(scope="session")
 def site(tmp_path_factory) -> Path:
-    if not (shutil.which("chromium") or Path("/usr/bin/chromium").exists()):
-        pytest.skip("tutorials 7 and 8 photograph pages in chromium (Debian: apt-get install -y chromium); CI has it")
+    playwright_or_skip()  # tutorials 7 and 8 photograph pages in chromium
     out = tmp_path_factory.mktemp("site")
     env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
     done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)], cwd=ROOT,
